@@ -1,0 +1,207 @@
+// Package config loads banger's one config file (TOML). Every key, its
+// default and its meaning are listed in Keys; packaging/config.toml is the
+// documented copy of those defaults and a test keeps the two equal.
+// Unknown keys and bad values are errors naming the key and the file.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"banger/internal/errdefs"
+	"banger/internal/layout"
+)
+
+// Config is the daemon's and CLI's configuration after defaults, the file,
+// the environment and flags were applied (in that order of precedence,
+// lowest first).
+type Config struct {
+	Root            string   `toml:"root"`
+	Socket          string   `toml:"socket"`
+	Group           string   `toml:"group"`
+	LogLevel        string   `toml:"log_level"`
+	LogFormat       string   `toml:"log_format"`
+	VMM             string   `toml:"vmm"`
+	Disk            string   `toml:"disk"`
+	MaxRequestBytes int      `toml:"max_request_bytes"`
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	OpRetention     Duration `toml:"op_retention"`
+
+	// File is the config file that was read, or "" when none was.
+	File string `toml:"-"`
+}
+
+// Key documents one config key.
+type Key struct {
+	Name    string
+	Default string // as written in TOML
+	Doc     string
+}
+
+// Keys lists every key with its default, in file order.
+var Keys = []Key{
+	{"root", `"` + layout.DefaultRoot + `"`, "State root: store, images, kernels, VM directories. Overridden by --root or BANGER_ROOT."},
+	{"socket", `"` + layout.DefaultSocket + `"`, "The daemon's JSON-RPC unix socket. Overridden by --socket or BANGER_SOCKET."},
+	{"group", `"` + layout.DefaultGroup + `"`, "Members of this group (and root) may use the socket; the daemon creates the group if missing."},
+	{"log_level", `"info"`, "debug, info, warn or error."},
+	{"log_format", `"text"`, "text or json (log/slog handlers, to stderr)."},
+	{"vmm", `"auto"`, "auto, firecracker or qemu. auto: Firecracker when /dev/kvm works and the binary exists, else QEMU microvm (KVM or TCG)."},
+	{"disk", `"auto"`, "VM disk strategy: auto, dmsnap, reflink or copy. auto: dmsnap where device-mapper snapshots work, else reflink where the root's filesystem can, else a sparse copy."},
+	{"max_request_bytes", "1048576", "Largest JSON-RPC request line the daemon reads; larger ones are refused and the connection closed."},
+	{"shutdown_timeout", `"30s"`, "On SIGINT/SIGTERM, how long in-flight requests may run before they are cancelled."},
+	{"op_retention", `"10m"`, "How long finished async operations stay visible to op.get/op.list."},
+}
+
+// Enumerated values.
+var (
+	LogLevels  = []string{"debug", "info", "warn", "error"}
+	LogFormats = []string{"text", "json"}
+	VMMs       = []string{"auto", "firecracker", "qemu"}
+	Disks      = []string{"auto", "dmsnap", "reflink", "copy"}
+)
+
+// Default returns the built-in defaults.
+func Default() Config {
+	return Config{
+		Root:            layout.DefaultRoot,
+		Socket:          layout.DefaultSocket,
+		Group:           layout.DefaultGroup,
+		LogLevel:        "info",
+		LogFormat:       "text",
+		VMM:             "auto",
+		Disk:            "auto",
+		MaxRequestBytes: 1 << 20,
+		ShutdownTimeout: Duration(30 * time.Second),
+		OpRetention:     Duration(10 * time.Minute),
+	}
+}
+
+// Load reads file over the defaults. When explicit is false and the file
+// does not exist, the defaults are returned (the default path is optional;
+// a path the user named is not).
+func Load(file string, explicit bool) (Config, error) {
+	cfg := Default()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) && !explicit {
+			return cfg, nil
+		}
+		return cfg, fmt.Errorf("read config file: %w", err)
+	}
+	md, err := toml.Decode(string(data), &cfg)
+	if err != nil {
+		return cfg, fmt.Errorf("config file %s: %v: %w", file, err, errdefs.ErrInvalidArgument)
+	}
+	if undec := md.Undecoded(); len(undec) > 0 {
+		return cfg, fmt.Errorf("config file %s: unknown key %q (known keys: %s): %w", file, undec[0].String(), knownKeys(), errdefs.ErrInvalidArgument)
+	}
+	cfg.File = file
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("config file %s: %w", file, err)
+	}
+	return cfg, nil
+}
+
+func knownKeys() string {
+	names := make([]string, len(Keys))
+	for i, k := range Keys {
+		names[i] = k.Name
+	}
+	return strings.Join(names, ", ")
+}
+
+// Validate checks every value, naming the key of the first bad one.
+func (c Config) Validate() error {
+	bad := func(key, format string, args ...any) error {
+		return fmt.Errorf("%s: %s: %w", key, fmt.Sprintf(format, args...), errdefs.ErrInvalidArgument)
+	}
+	oneOf := func(key, v string, allowed []string) error {
+		if !slices.Contains(allowed, v) {
+			return bad(key, "%q is not one of %s", v, strings.Join(allowed, ", "))
+		}
+		return nil
+	}
+	if !filepath.IsAbs(c.Root) {
+		return bad("root", "%q is not an absolute path", c.Root)
+	}
+	if !filepath.IsAbs(c.Socket) {
+		return bad("socket", "%q is not an absolute path", c.Socket)
+	}
+	// sockaddr_un.sun_path holds 108 bytes including the NUL.
+	if len(c.Socket) > 107 {
+		return bad("socket", "%q is longer than the 107 bytes a unix socket path may have", c.Socket)
+	}
+	if !validGroupName(c.Group) {
+		return bad("group", "%q is not a valid group name (letters, digits, '_', '-', at most 32, not starting with '-' or a digit)", c.Group)
+	}
+	for _, e := range []error{
+		oneOf("log_level", c.LogLevel, LogLevels),
+		oneOf("log_format", c.LogFormat, LogFormats),
+		oneOf("vmm", c.VMM, VMMs),
+		oneOf("disk", c.Disk, Disks),
+	} {
+		if e != nil {
+			return e
+		}
+	}
+	if c.MaxRequestBytes < 4096 || c.MaxRequestBytes > 64<<20 {
+		return bad("max_request_bytes", "%d is outside 4096..67108864", c.MaxRequestBytes)
+	}
+	if d := time.Duration(c.ShutdownTimeout); d < 0 || d > time.Hour {
+		return bad("shutdown_timeout", "%s is outside 0s..1h", d)
+	}
+	if d := time.Duration(c.OpRetention); d < time.Second || d > 7*24*time.Hour {
+		return bad("op_retention", "%s is outside 1s..168h", d)
+	}
+	return nil
+}
+
+func validGroupName(g string) bool {
+	if g == "" || len(g) > 32 || g[0] == '-' || (g[0] >= '0' && g[0] <= '9') {
+		return false
+	}
+	for _, r := range g {
+		if !(r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// SlogLevel is LogLevel as a slog.Level.
+func (c Config) SlogLevel() slog.Level {
+	switch c.LogLevel {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+// Duration is a time.Duration written as a Go duration string ("30s").
+type Duration time.Duration
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration like \"30s\" or \"10m\"", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Std returns d as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }

@@ -1,0 +1,158 @@
+package rpc
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Method names. The daemon's dispatch switch (internal/daemon/daemon.go)
+// is the one place that maps them to code.
+const (
+	MethodPing     = "daemon.ping"
+	MethodInfo     = "daemon.info"
+	MethodVMList   = "vm.list"
+	MethodOpList   = "op.list"
+	MethodOpGet    = "op.get"
+	MethodOpWatch  = "op.watch"
+	MethodOpCancel = "op.cancel"
+)
+
+// EventProgress is the stream event kind op.watch sends; its data is an Op.
+const EventProgress = "progress"
+
+// PingResult answers daemon.ping.
+type PingResult struct {
+	PID int `json:"pid"`
+}
+
+// InfoResult answers daemon.info.
+type InfoResult struct {
+	Version       string    `json:"version"`
+	Commit        string    `json:"commit"`
+	GoVersion     string    `json:"go_version"`
+	PID           int       `json:"pid"`
+	Root          string    `json:"root"`
+	Socket        string    `json:"socket"`
+	ConfigFile    string    `json:"config_file,omitempty"`
+	SchemaVersion int       `json:"schema_version"`
+	StartedAt     time.Time `json:"started_at"`
+}
+
+// VM is one VM as listings show it.
+type VM struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	State     string    `json:"state"`
+	Image     string    `json:"image"`
+	IP        string    `json:"ip,omitempty"`
+	VCPUs     int       `json:"vcpus"`
+	MemoryMiB int       `json:"memory_mib"`
+	DiskBytes int64     `json:"disk_bytes"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// VMListResult answers vm.list.
+type VMListResult struct {
+	VMs []VM `json:"vms"`
+}
+
+// OpRef names one async operation.
+type OpRef struct {
+	ID string `json:"id"`
+}
+
+// Op is an async operation's status, as op.get returns it and op.watch
+// streams it.
+type Op struct {
+	ID         string          `json:"id"`
+	Kind       string          `json:"kind"`
+	Target     string          `json:"target"`
+	State      string          `json:"state"`
+	Progress   Progress        `json:"progress"`
+	Error      string          `json:"error,omitempty"`
+	Result     json.RawMessage `json:"result,omitempty"`
+	StartedAt  time.Time       `json:"started_at"`
+	UpdatedAt  time.Time       `json:"updated_at"`
+	FinishedAt time.Time       `json:"finished_at,omitzero"`
+	Seq        uint64          `json:"seq"`
+}
+
+// Done reports whether the op finished (in any way).
+func (o Op) Done() bool { return o.State != "" && o.State != "running" }
+
+// Progress is where an operation is: a named phase, a count of units done
+// (bytes when Unit is "bytes"), and per-item progress (image layers).
+type Progress struct {
+	Phase   string         `json:"phase,omitempty"`
+	Message string         `json:"message,omitempty"`
+	Done    int64          `json:"done,omitempty"`
+	Total   int64          `json:"total,omitempty"`
+	Unit    string         `json:"unit,omitempty"`
+	Items   []ItemProgress `json:"items,omitempty"`
+}
+
+// ItemProgress is one item's progress within an operation.
+type ItemProgress struct {
+	Name  string `json:"name"`
+	State string `json:"state,omitempty"`
+	Done  int64  `json:"done,omitempty"`
+	Total int64  `json:"total,omitempty"`
+}
+
+// OpListResult answers op.list.
+type OpListResult struct {
+	Ops []Op `json:"ops"`
+}
+
+// Typed client methods.
+
+func (c *Client) Ping(ctx context.Context) (PingResult, error) {
+	var r PingResult
+	return r, c.Call(ctx, MethodPing, nil, &r)
+}
+
+func (c *Client) Info(ctx context.Context) (InfoResult, error) {
+	var r InfoResult
+	return r, c.Call(ctx, MethodInfo, nil, &r)
+}
+
+func (c *Client) ListVMs(ctx context.Context) ([]VM, error) {
+	var r VMListResult
+	return r.VMs, c.Call(ctx, MethodVMList, nil, &r)
+}
+
+func (c *Client) ListOps(ctx context.Context) ([]Op, error) {
+	var r OpListResult
+	return r.Ops, c.Call(ctx, MethodOpList, nil, &r)
+}
+
+func (c *Client) GetOp(ctx context.Context, id string) (Op, error) {
+	var r Op
+	return r, c.Call(ctx, MethodOpGet, OpRef{ID: id}, &r)
+}
+
+func (c *Client) CancelOp(ctx context.Context, id string) error {
+	return c.Call(ctx, MethodOpCancel, OpRef{ID: id}, nil)
+}
+
+// WatchOp streams the op's status to onUpdate until it finishes and returns
+// the final status. Ending ctx stops watching; it does not cancel the op.
+func (c *Client) WatchOp(ctx context.Context, id string, onUpdate func(Op)) (Op, error) {
+	var final Op
+	err := c.Stream(ctx, MethodOpWatch, OpRef{ID: id}, func(ev StreamEvent) error {
+		if ev.Kind != EventProgress {
+			return nil
+		}
+		var op Op
+		if err := json.Unmarshal(ev.Data, &op); err != nil {
+			return fmt.Errorf("decode progress event: %w", err)
+		}
+		if onUpdate != nil {
+			onUpdate(op)
+		}
+		return nil
+	}, &final)
+	return final, err
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# banger's main job on a fresh Debian 12 host: install what banger needs,
+# build it, install it, start the daemon, then check the host and list VMs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+need_root
+apt_install ca-certificates git e2fsprogs qemu-system-x86 nftables iproute2 kmod
+need_go
+build_banger
+install -m 0755 bin/banger /usr/local/bin/banger
+install -d -m 0755 /etc/banger
+[ -e /etc/banger/config.toml ] || install -m 0644 packaging/config.toml /etc/banger/config.toml
+
+if [ -d /run/systemd/system ]; then
+	echo "== starting banger.service"
+	install -m 0644 packaging/banger.service /etc/systemd/system/banger.service
+	systemctl daemon-reload
+	systemctl enable banger.service
+	systemctl restart banger.service
+else
+	# No systemd here (a container or a CI runner): run the daemon in the
+	# background, logging to /var/log/banger.log, unless one already runs.
+	if ! banger ls >/dev/null 2>&1; then
+		echo "== starting the daemon (no systemd; log in /var/log/banger.log)"
+		nohup /usr/local/bin/banger daemon >>/var/log/banger.log 2>&1 </dev/null &
+	fi
+fi
+for _ in $(seq 1 100); do
+	banger ls >/dev/null 2>&1 && break
+	sleep 0.1
+done
+
+echo "== banger doctor"
+banger doctor || echo "(doctor reported failures above: fix them before creating VMs)"
+echo "== banger ls"
+banger ls
