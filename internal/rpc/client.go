@@ -180,7 +180,7 @@ func (c *Client) Start(ctx context.Context, method string, params any, stream bo
 	c.mu.Unlock()
 	if err := c.send(request{JSONRPC: Version, ID: id, Method: method, Params: rawParams}); err != nil {
 		c.forget(id)
-		return nil, fmt.Errorf("send %s to banger daemon: %w", method, err)
+		return nil, fmt.Errorf("send %s to banger daemon (connection closed: was the daemon stopped, or is this user not allowed to use it?): %v: %w", method, err, errdefs.ErrUnavailable)
 	}
 	return &ClientCall{c: c, id: id, method: method, p: p}, nil
 }

@@ -234,19 +234,25 @@ func (c *serverConn) startCall(req request) {
 	go func() {
 		defer c.wg.Done()
 		defer func() { <-c.sem }()
-		defer c.finish(call)
-		result, err := c.run(ctx, call)
-		if err != nil {
-			c.writeError(req.ID, c.s.mapError(err))
-			return
-		}
-		raw, merr := json.Marshal(result)
-		if merr != nil {
-			c.writeError(req.ID, Errorf(CodeInternalError, "marshal result of %s: %v", req.Method, merr))
-			return
-		}
-		c.write(response{JSONRPC: Version, ID: req.ID, Result: raw})
+		msg := c.respond(ctx, call)
+		// Forget the id before answering, so the client may reuse it as
+		// soon as it has the response.
+		c.finish(call)
+		c.write(msg)
 	}()
+}
+
+// respond runs the call and builds its response message.
+func (c *serverConn) respond(ctx context.Context, call *Call) response {
+	result, err := c.run(ctx, call)
+	if err != nil {
+		return response{JSONRPC: Version, ID: call.id, Error: c.s.mapError(err)}
+	}
+	raw, err := json.Marshal(result)
+	if err != nil {
+		return response{JSONRPC: Version, ID: call.id, Error: Errorf(CodeInternalError, "marshal result of %s: %v", call.Method, err)}
+	}
+	return response{JSONRPC: Version, ID: call.id, Result: raw}
 }
 
 func (c *serverConn) finish(call *Call) {
