@@ -31,7 +31,7 @@ type opFunc func(ctx context.Context, report func(opstate.Progress)) (any, error
 // reported as interrupted after the restart.
 func (d *Daemon) startOp(ctx context.Context, kind, target string, fn opFunc) (string, error) {
 	op := &operation{id: store.NewID(), kind: kind, target: target}
-	if err := d.store.CreateOperation(ctx, store.Operation{ID: op.id, Kind: kind, Target: target, State: store.OpRunning}); err != nil {
+	if _, err := d.store.CreateOperation(ctx, store.Operation{ID: op.id, Kind: kind, Target: target, State: store.OpRunning}); err != nil {
 		return "", err
 	}
 	opCtx, cancel := context.WithCancel(d.opsCtx)
@@ -80,11 +80,11 @@ func (d *Daemon) persistOp(id string) {
 		row.FinishedAt = st.FinishedAt
 		if st.Result != nil {
 			if raw, err := json.Marshal(st.Result); err == nil {
-				row.ResultJSON = string(raw)
+				row.Result = raw
 			}
 		}
 	}
-	if err := d.store.UpdateOperation(context.Background(), row); err != nil {
+	if _, err := d.store.UpdateOperation(context.Background(), row); err != nil {
 		d.logger.Warn("record operation state", "op", id, "err", err)
 	}
 }
@@ -127,7 +127,7 @@ func opFromRow(row store.Operation) rpc.Op {
 		State:      string(row.State),
 		Error:      row.Error,
 		Progress:   rpc.Progress{Phase: row.Phase},
-		Result:     json.RawMessage(row.ResultJSON),
+		Result:     row.Result,
 		StartedAt:  row.CreatedAt,
 		UpdatedAt:  row.UpdatedAt,
 		FinishedAt: row.FinishedAt,
