@@ -3,9 +3,12 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"time"
 
 	"banger/internal/daemon/opstate"
+	"banger/internal/errdefs"
 	"banger/internal/rpc"
 	"banger/internal/store"
 )
@@ -48,44 +51,44 @@ func (d *Daemon) startOp(ctx context.Context, kind, target string, fn opFunc) (s
 			d.ops.Progress(op.id, p)
 			if p.Phase != lastPhase {
 				lastPhase = p.Phase
-				d.persistOp(op.id)
+				d.recordOp(store.Operation{ID: op.id, Kind: kind, Target: target, State: store.OpRunning, Phase: p.Phase})
 			}
 		})
-		d.ops.Complete(op.id, result, err)
-		d.persistOp(op.id)
+		// The store row is final before watchers learn the outcome, so
+		// whoever sees it finished finds it finished everywhere.
+		row := store.Operation{ID: op.id, Kind: kind, Target: target, State: finalState(opCtx, err), Phase: lastPhase, FinishedAt: time.Now()}
 		if err != nil {
+			row.Error = err.Error()
 			d.logger.Warn("operation failed", "op", op.id, "kind", kind, "target", target, "err", err)
+		} else if result != nil {
+			if raw, merr := json.Marshal(result); merr == nil {
+				row.Result = raw
+			}
 		}
+		d.recordOp(row)
+		d.ops.Complete(op.id, result, err)
 	}()
 	return op.id, nil
 }
 
-// persistOp copies an operation's state into its store row. It runs on the
-// daemon's context so that completion is recorded even when the op itself
-// was cancelled.
-func (d *Daemon) persistOp(id string) {
-	_, st, err := d.ops.Get(id)
-	if err != nil {
-		return
+// finalState is how an op body's outcome is recorded; it agrees with
+// opstate's rule: an error after a cancel request (or a cancellation
+// error) is "canceled".
+func finalState(opCtx context.Context, err error) store.OperationState {
+	switch {
+	case err == nil:
+		return store.OpSucceeded
+	case opCtx.Err() != nil, errors.Is(err, context.Canceled), errdefs.IsCanceled(err):
+		return store.OpCanceled
 	}
-	row := store.Operation{
-		ID:     st.ID,
-		Kind:   st.Kind,
-		Target: st.Target,
-		State:  store.OperationState(st.State),
-		Phase:  st.Progress.Phase,
-		Error:  st.Error,
-	}
-	if st.State.Finished() {
-		row.FinishedAt = st.FinishedAt
-		if st.Result != nil {
-			if raw, err := json.Marshal(st.Result); err == nil {
-				row.Result = raw
-			}
-		}
-	}
+	return store.OpFailed
+}
+
+// recordOp writes an operation's row. It uses a background context so the
+// outcome is recorded even when the op itself was cancelled.
+func (d *Daemon) recordOp(row store.Operation) {
 	if _, err := d.store.UpdateOperation(context.Background(), row); err != nil {
-		d.logger.Warn("record operation state", "op", id, "err", err)
+		d.logger.Warn("record operation state", "op", row.ID, "err", err)
 	}
 }
 
