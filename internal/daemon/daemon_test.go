@@ -26,6 +26,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // needRoot skips tests that create root-owned sockets and chown them.
 func needRoot(t *testing.T) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("integration tier (a real daemon on a socket); skipped in -short")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the daemon chowns its socket to root:group")
 	}
@@ -401,5 +404,40 @@ func TestShutdownTimeoutCancelsStuckRequests(t *testing.T) {
 	}
 	if err := <-errc; !errdefs.IsCanceled(err) {
 		t.Fatalf("stuck request = %v, want canceled", err)
+	}
+}
+
+func TestTwoHundredConcurrentClients(t *testing.T) {
+	needRoot(t)
+	cfg := testConfig(t)
+	startDaemon(t, cfg)
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := rpc.Dial(context.Background(), cfg.Socket)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			for range 3 {
+				if _, err := c.ListVMs(context.Background()); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := c.Info(context.Background()); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
