@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,6 +36,11 @@ type Config struct {
 	MaxRequestBytes int      `toml:"max_request_bytes"`
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
 	OpRetention     Duration `toml:"op_retention"`
+	// InsecureRegistries may be reached over plain HTTP ("host" or
+	// "host:port"). Loopback registries always may, as with docker.
+	InsecureRegistries []string `toml:"insecure_registries"`
+	ImageHeadroomMiB   int      `toml:"image_headroom_mib"`
+	PullConcurrency    int      `toml:"pull_concurrency"`
 
 	// File is the config file that was read, or "" when none was.
 	File string `toml:"-"`
@@ -58,6 +65,9 @@ var Keys = []Key{
 	{"max_request_bytes", "1048576", "Largest JSON-RPC request line the daemon reads; larger ones are refused and the connection closed."},
 	{"shutdown_timeout", `"30s"`, "On SIGINT/SIGTERM, how long in-flight requests may run before they are cancelled."},
 	{"op_retention", `"10m"`, "How long finished async operations stay visible to op.get/op.list."},
+	{"insecure_registries", "[]", "Registries (host or host:port) that may be reached over plain HTTP. Loopback registries (localhost, 127.0.0.0/8, ::1) always may."},
+	{"image_headroom_mib", "1024", "Free space added to an image's ext4 beyond its content, in MiB: room for a VM to install things."},
+	{"pull_concurrency", "3", "Layers downloaded at once per pull."},
 }
 
 // Enumerated values.
@@ -71,16 +81,19 @@ var (
 // Default returns the built-in defaults.
 func Default() Config {
 	return Config{
-		Root:            layout.DefaultRoot,
-		Socket:          layout.DefaultSocket,
-		Group:           layout.DefaultGroup,
-		LogLevel:        "info",
-		LogFormat:       "text",
-		VMM:             "auto",
-		Disk:            "auto",
-		MaxRequestBytes: 1 << 20,
-		ShutdownTimeout: Duration(30 * time.Second),
-		OpRetention:     Duration(10 * time.Minute),
+		Root:               layout.DefaultRoot,
+		Socket:             layout.DefaultSocket,
+		Group:              layout.DefaultGroup,
+		LogLevel:           "info",
+		LogFormat:          "text",
+		VMM:                "auto",
+		Disk:               "auto",
+		MaxRequestBytes:    1 << 20,
+		ShutdownTimeout:    Duration(30 * time.Second),
+		OpRetention:        Duration(10 * time.Minute),
+		InsecureRegistries: []string{},
+		ImageHeadroomMiB:   1024,
+		PullConcurrency:    3,
 	}
 }
 
@@ -161,7 +174,49 @@ func (c Config) Validate() error {
 	if d := time.Duration(c.OpRetention); d < time.Second || d > 7*24*time.Hour {
 		return bad("op_retention", "%s is outside 1s..168h", d)
 	}
+	for _, r := range c.InsecureRegistries {
+		if !validRegistryHost(r) {
+			return bad("insecure_registries", "%q is not a registry host or host:port", r)
+		}
+	}
+	if c.ImageHeadroomMiB < 0 || c.ImageHeadroomMiB > 1<<20 {
+		return bad("image_headroom_mib", "%d is outside 0..1048576", c.ImageHeadroomMiB)
+	}
+	if c.PullConcurrency < 1 || c.PullConcurrency > 16 {
+		return bad("pull_concurrency", "%d is outside 1..16", c.PullConcurrency)
+	}
 	return nil
+}
+
+// validRegistryHost accepts "host" or "host:port" (host a DNS name or an
+// IP, IPv6 in brackets), nothing else: no scheme, no path.
+func validRegistryHost(h string) bool {
+	if h == "" || len(h) > 255 || strings.ContainsAny(h, "/ \t@?#") {
+		return false
+	}
+	host, port, err := net.SplitHostPort(h)
+	if err != nil {
+		host, port = h, ""
+	}
+	if port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return false
+		}
+	}
+	if net.ParseIP(strings.Trim(host, "[]")) != nil {
+		return true
+	}
+	for _, label := range strings.Split(host, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, r := range label {
+			if !(r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func validGroupName(g string) bool {

@@ -156,3 +156,131 @@ func (c *Client) WatchOp(ctx context.Context, id string, onUpdate func(Op)) (Op,
 	}, &final)
 	return final, err
 }
+
+// Image and kernel methods.
+const (
+	MethodImagePull     = "image.pull"
+	MethodImageImport   = "image.import"
+	MethodImageRegister = "image.register"
+	MethodImageList     = "image.list"
+	MethodImageShow     = "image.show"
+	MethodImageRemove   = "image.rm"
+
+	MethodKernelImport = "kernel.import"
+	MethodKernelFetch  = "kernel.fetch"
+	MethodKernelList   = "kernel.list"
+	MethodKernelShow   = "kernel.show"
+	MethodKernelRemove = "kernel.rm"
+)
+
+// RegistryAuth is a registry credential the CLI resolved from its user's
+// docker config (or credential helper). The daemon uses it for one pull
+// and keeps it nowhere.
+type RegistryAuth struct {
+	Username      string `json:"username,omitempty"`
+	Password      string `json:"password,omitempty"`
+	Auth          string `json:"auth,omitempty"`
+	IdentityToken string `json:"identity_token,omitempty"`
+	RegistryToken string `json:"registry_token,omitempty"`
+}
+
+// ImagePullParams asks for image.pull.
+type ImagePullParams struct {
+	Ref  string        `json:"ref"`
+	Name string        `json:"name,omitempty"` // default: derived from Ref
+	Auth *RegistryAuth `json:"auth,omitempty"`
+}
+
+// ImageImportParams asks for image.import: Path is an absolute path to a
+// rootfs tarball (plain, gzip or zstd) or a directory, read with the
+// caller's permissions.
+type ImageImportParams struct {
+	Path string `json:"path"`
+	Name string `json:"name"`
+}
+
+// ImageRegisterParams asks for image.register: an existing ext4 file,
+// copied into banger's root with the caller's permissions.
+type ImageRegisterParams struct {
+	Rootfs string `json:"rootfs"`
+	Name   string `json:"name"`
+	Kernel string `json:"kernel,omitempty"` // default kernel for VMs of this image
+}
+
+// OpStarted answers a method that started an async operation.
+type OpStarted struct {
+	OpID  string `json:"op_id"`
+	Image *Image `json:"image,omitempty"`
+}
+
+// NameRef names an image, kernel or VM by name or id (prefix).
+type NameRef struct {
+	Ref string `json:"ref"`
+}
+
+// ImageConfig is what the image asks to run, from its OCI config.
+type ImageConfig struct {
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Cmd        []string `json:"cmd,omitempty"`
+	Env        []string `json:"env,omitempty"`
+	WorkingDir string   `json:"working_dir,omitempty"`
+	User       string   `json:"user,omitempty"`
+}
+
+// Image is one image as listings and show present it.
+type Image struct {
+	ID            string      `json:"id"`
+	Name          string      `json:"name"`
+	State         string      `json:"state"`
+	StateReason   string      `json:"state_reason,omitempty"`
+	Source        string      `json:"source"`
+	SourceRef     string      `json:"source_ref,omitempty"`
+	Digest        string      `json:"digest,omitempty"`
+	SizeBytes     int64       `json:"size_bytes"`
+	Config        ImageConfig `json:"config"`
+	DefaultKernel string      `json:"default_kernel,omitempty"`
+	Path          string      `json:"path,omitempty"`
+	UsedBy        []string    `json:"used_by,omitempty"`
+	CreatedAt     time.Time   `json:"created_at"`
+}
+
+// ImageListResult answers image.list.
+type ImageListResult struct {
+	Images []Image `json:"images"`
+}
+
+// KernelImportParams asks for kernel.import: absolute paths read with the
+// caller's permissions.
+type KernelImportParams struct {
+	Vmlinux string `json:"vmlinux"`
+	Initrd  string `json:"initrd,omitempty"`
+	Name    string `json:"name"`
+	Default bool   `json:"default,omitempty"`
+}
+
+// KernelFetchParams asks for kernel.fetch: a vmlinux or a tar bundle
+// (vmlinux and optional initrd) over http(s) or file://.
+type KernelFetchParams struct {
+	URL     string `json:"url"`
+	SHA256  string `json:"sha256,omitempty"`
+	Name    string `json:"name"`
+	Default bool   `json:"default,omitempty"`
+}
+
+// Kernel is one guest kernel.
+type Kernel struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Version   string    `json:"version,omitempty"`
+	Source    string    `json:"source,omitempty"`
+	HasInitrd bool      `json:"has_initrd"`
+	Default   bool      `json:"default"`
+	SizeBytes int64     `json:"size_bytes"`
+	UsedBy    []string  `json:"used_by,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// KernelListResult answers kernel.list.
+type KernelListResult struct {
+	Kernels []Kernel `json:"kernels"`
+}

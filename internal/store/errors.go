@@ -67,9 +67,17 @@ func uniqueViolation(err error) (column string, ok bool) {
 }
 
 // isForeignKeyViolation reports whether err is a FOREIGN KEY violation.
-// SQLite does not say which key; callers look that up.
+// SQLite does not say which key; callers look that up. An ON DELETE
+// RESTRICT action reports itself as SQLITE_CONSTRAINT_TRIGGER with the
+// foreign-key message, so that counts too.
 func isForeignKeyViolation(err error) bool {
-	return sqliteCode(err) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
+	switch sqliteCode(err) {
+	case sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
+		return true
+	case sqlite3.SQLITE_CONSTRAINT_TRIGGER:
+		return strings.Contains(err.Error(), "FOREIGN KEY constraint failed")
+	}
+	return false
 }
 
 // invalidValue maps CHECK and NOT NULL violations (a value that can never

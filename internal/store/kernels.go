@@ -109,6 +109,6 @@ func (q *queries) kernelBusy(ctx context.Context, id string) error {
 	for _, vm := range vs {
 		users = append(users, fmt.Sprintf("vm %q", vm.Name))
 	}
-	return errorf(ErrBusy, "kernel %q is in use by %s: remove them or point them at another kernel first",
-		k.Name, strings.Join(users, ", "))
+	return errorf(ErrBusy, "kernel %q is used by %s: delete %s or give %s another kernel first",
+		k.Name, strings.Join(users, ", "), pronoun(len(users)), pronoun(len(users)))
 }

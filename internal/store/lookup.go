@@ -12,11 +12,11 @@ import (
 // table describes a table of named records (vms, images, kernels) for the
 // lookups they share.
 type table[T any] struct {
-	kind   string // "vm", "image", "kernel": the noun in messages
-	name   string // SQL table name
-	cols   string // select list, in scan's order
-	scan   func(rowScanner) (T, error)
-	key    func(T) (id, name string)
+	kind string // "vm", "image", "kernel": the noun in messages
+	name string // SQL table name
+	cols string // select list, in scan's order
+	scan func(rowScanner) (T, error)
+	key  func(T) (id, name string)
 }
 
 // get returns the record whose column col equals val.
@@ -67,9 +67,12 @@ func (t table[T]) resolve(ctx context.Context, q queryer, ref string) (T, error)
 	}
 	// One query, so all three rules see the same snapshot. Exact matches
 	// sort first; a name cannot match two rows and neither can an id.
+	// The prefix test is a range, so every term can use an index:
+	// id starts with ref iff ref <= id < ref+U+10FFFF (the largest code
+	// point, which no id contains).
 	rows, err := q.QueryContext(ctx, `
 		SELECT `+t.cols+` FROM `+t.name+`
-		WHERE name = ?1 OR id = ?1 OR substr(id, 1, length(?1)) = ?1
+		WHERE name = ?1 OR id = ?1 OR (id >= ?1 AND id < ?1 || char(1114111))
 		ORDER BY CASE WHEN name = ?1 THEN 0 WHEN id = ?1 THEN 1 ELSE 2 END, name`, ref)
 	if err != nil {
 		return zero, fmt.Errorf("resolve %s %q: %w", t.kind, ref, err)

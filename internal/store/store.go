@@ -49,8 +49,8 @@ var pragmas = []string{
 	"synchronous(FULL)",
 }
 
-// Store is the handle on banger's database. Its methods that read and
-// write records are listed under queries and shared with Tx.
+// Store is the handle on banger's database. Its record methods (CreateVM,
+// ResolveVM, AllocateIP, ...) are shared with Tx.
 type Store struct {
 	queries
 
@@ -158,8 +158,9 @@ func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
 // and rolls back otherwise (or if fn panics). The transaction holds the
 // write lock from its first statement, so a read-modify-write inside it is
 // atomic. fn must use tx, never s: the writer connection is busy with the
-// transaction, so a write through s would wait for it until ctx ends.
-func (s *Store) WithTx(ctx context.Context, fn func(tx *Tx) error) (err error) {
+// transaction, so a write through s would wait for it until ctx ends, and
+// a read through s would not see the transaction's changes.
+func (s *Store) WithTx(ctx context.Context, fn func(tx *Tx) error) error {
 	sqlTx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
