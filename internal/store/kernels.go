@@ -15,22 +15,23 @@ type Kernel struct {
 	Version   string
 	Source    string // the file path or bundle URL it was imported from
 	HasInitrd bool
+	Default   bool // at most one kernel is the default
 	CreatedAt time.Time
 }
 
 var kernels = table[Kernel]{
 	kind: "kernel",
 	name: "kernels",
-	cols: `id, name, version, source, has_initrd, created_at`,
+	cols: `id, name, version, source, has_initrd, is_default, created_at`,
 	scan: func(r rowScanner) (Kernel, error) {
 		var k Kernel
-		err := r.Scan(&k.ID, &k.Name, &k.Version, &k.Source, &k.HasInitrd, timeScan{&k.CreatedAt})
+		err := r.Scan(&k.ID, &k.Name, &k.Version, &k.Source, &k.HasInitrd, &k.Default, timeScan{&k.CreatedAt})
 		return k, err
 	},
 	key: func(k Kernel) (string, string) { return k.ID, k.Name },
 }
 
-// CreateKernel records k, giving it a new ID if it has none and setting
+// CreateKernel records k (never as the default: see SetDefaultKernel), giving it a new ID if it has none and setting
 // CreatedAt, and returns the stored record. A taken name or ID is
 // ErrAlreadyExists.
 func (q *queries) CreateKernel(ctx context.Context, k Kernel) (Kernel, error) {
@@ -39,8 +40,8 @@ func (q *queries) CreateKernel(ctx context.Context, k Kernel) (Kernel, error) {
 	}
 	k.CreatedAt = q.now()
 	got, err := kernels.scan(q.w.QueryRowContext(ctx, `
-		INSERT INTO kernels (id, name, version, source, has_initrd, created_at)
-		VALUES (?, ?, ?, ?, ?, ?)
+		INSERT INTO kernels (id, name, version, source, has_initrd, is_default, created_at)
+		VALUES (?, ?, ?, ?, ?, 0, ?)
 		RETURNING `+kernels.cols,
 		k.ID, k.Name, k.Version, k.Source, k.HasInitrd, encodeTime(k.CreatedAt)))
 	if col, ok := uniqueViolation(err); ok {
@@ -73,6 +74,34 @@ func (q *queries) ResolveKernel(ctx context.Context, ref string) (Kernel, error)
 // ListKernels returns every kernel, oldest first.
 func (q *queries) ListKernels(ctx context.Context) ([]Kernel, error) {
 	return kernels.list(ctx, q.r, "")
+}
+
+// SetDefaultKernel makes kernel id the default, and no other. Use it in a
+// Tx with the kernel's creation to make both atomic.
+func (q *queries) SetDefaultKernel(ctx context.Context, id string) error {
+	if _, err := q.GetKernel(ctx, id); err != nil {
+		return err
+	}
+	if _, err := q.w.ExecContext(ctx, `UPDATE kernels SET is_default = 0 WHERE is_default = 1 AND id <> ?`, id); err != nil {
+		return fmt.Errorf("clear default kernel: %w", err)
+	}
+	res, err := q.w.ExecContext(ctx, `UPDATE kernels SET is_default = 1 WHERE id = ?`, id)
+	if err != nil {
+		return fmt.Errorf("set default kernel %q: %w", id, err)
+	}
+	return mustAffect(res, "kernel", id)
+}
+
+// DefaultKernel returns the default kernel, ErrNotFound when there is none.
+func (q *queries) DefaultKernel(ctx context.Context) (Kernel, error) {
+	ks, err := kernels.list(ctx, q.r, "is_default = 1")
+	if err != nil {
+		return Kernel{}, err
+	}
+	if len(ks) == 0 {
+		return Kernel{}, fmt.Errorf("default kernel: %w (import one with `banger kernel import --default` or `banger kernel fetch --default`)", ErrNotFound)
+	}
+	return ks[0], nil
 }
 
 // DeleteKernel removes the kernel with ID id. A kernel that an image has as

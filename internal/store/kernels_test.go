@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -98,5 +99,49 @@ func TestKernelErrors(t *testing.T) {
 				t.Errorf("error = %q, want it to contain %q", err, tt.message)
 			}
 		})
+	}
+}
+
+func TestDefaultKernel(t *testing.T) {
+	s := openTestStore(t)
+	ctx := context.Background()
+	if _, err := s.DefaultKernel(ctx); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("DefaultKernel with none = %v, want ErrNotFound", err)
+	}
+	a, err := s.CreateKernel(ctx, Kernel{Name: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.CreateKernel(ctx, Kernel{Name: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Default || b.Default {
+		t.Fatal("a new kernel is the default")
+	}
+	for _, want := range []Kernel{a, b, a} {
+		if err := s.SetDefaultKernel(ctx, want.ID); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.DefaultKernel(ctx)
+		if err != nil || got.ID != want.ID || !got.Default {
+			t.Fatalf("DefaultKernel = %+v, %v; want %s", got, err, want.Name)
+		}
+		ks, _ := s.ListKernels(ctx)
+		n := 0
+		for _, k := range ks {
+			if k.Default {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("%d default kernels, want 1", n)
+		}
+	}
+	if err := s.SetDefaultKernel(ctx, "nonesuch"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("SetDefaultKernel of a missing kernel = %v, want ErrNotFound", err)
+	}
+	if got, _ := s.DefaultKernel(ctx); got.ID != a.ID {
+		t.Fatalf("a failed SetDefaultKernel changed the default to %q", got.Name)
 	}
 }

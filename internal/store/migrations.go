@@ -43,8 +43,11 @@ CREATE TABLE kernels (
 	version    TEXT NOT NULL DEFAULT '',
 	source     TEXT NOT NULL DEFAULT '', -- file path or bundle URL it came from
 	has_initrd INTEGER NOT NULL DEFAULT 0 CHECK (has_initrd IN (0, 1)),
+	is_default INTEGER NOT NULL DEFAULT 0 CHECK (is_default IN (0, 1)), -- the kernel VMs boot when neither VM nor image names one
 	created_at TEXT NOT NULL
 ) STRICT;
+
+CREATE UNIQUE INDEX kernels_one_default ON kernels (is_default) WHERE is_default = 1;
 
 -- Images: a read-only rootfs.ext4 under images/ID/. A pull or import
 -- records the row as pending first and flips it to ready or failed.
