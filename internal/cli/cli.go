@@ -83,6 +83,9 @@ func (a *app) rootCommand() *cobra.Command {
 		a.versionCommand(),
 		a.lsCommand(),
 		a.opCommand(),
+		a.imageCommand(),
+		a.kernelCommand(),
+		a.internalCommand(),
 	)
 	return cmd
 }

@@ -28,6 +28,10 @@ type Options struct {
 	Config config.Config
 	Logger *slog.Logger  // nil: discard
 	Runner system.Runner // nil: system.ExecRunner
+	// Executable is the banger binary: injected into images as their
+	// init, and run as a caller to read the files they name. Default:
+	// this process's own executable.
+	Executable string
 }
 
 // Daemon is the composition root. Subsystem state and locks live on their
@@ -59,9 +63,16 @@ type Daemon struct {
 	opsCancel context.CancelFunc
 	opsWG     sync.WaitGroup
 
+	// images is the image and kernel registry; imageOpsMu lives on it.
+	images *imageManager
+	// files reads paths callers name, with their permissions.
+	files callerFiles
+
 	// requestHandler is the injectable seam in front of dispatch; tests
 	// replace it to inject slow or failing handlers.
 	requestHandler func(ctx context.Context, call *rpc.Call) (any, error)
+	// bundleFetch downloads kernel bundles (kernel.fetch); a seam.
+	bundleFetch bundleFetcher
 
 	closeOnce sync.Once
 	closeErr  error
@@ -90,6 +101,15 @@ func Open(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		d.runner = &system.ExecRunner{}
 	}
 	d.requestHandler = d.dispatch
+	exe := opts.Executable
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("find the banger binary: %w", err)
+		}
+	}
+	d.files = callerFiles{exe: exe, procRoot: "/proc"}
+	d.bundleFetch = d.files.fetchBundle
 	d.opsCtx, d.opsCancel = context.WithCancel(context.Background())
 	d.ops = opstate.NewRegistry[*operation](opstate.Options{Retention: cfg.OpRetention.Std()})
 	defer func() {
@@ -119,6 +139,13 @@ func Open(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		return nil, err
 	} else if n > 0 {
 		d.logger.Warn("operations were interrupted by a daemon stop", "count", n)
+	}
+	d.images = newImageManager(d, exe)
+	if err := d.images.recover(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.images.sweepOrphanKernels(ctx); err != nil {
+		return nil, err
 	}
 	gid, err := ensureGroup(ctx, d.runner, cfg.Group)
 	if err != nil {
@@ -259,6 +286,30 @@ func (d *Daemon) dispatch(ctx context.Context, call *rpc.Call) (any, error) {
 		return d.watchOp(ctx, call)
 	case rpc.MethodOpCancel:
 		return d.cancelOp(call)
+
+	case rpc.MethodImagePull:
+		return d.images.pull(ctx, call)
+	case rpc.MethodImageImport:
+		return d.images.importImage(ctx, call, d.files)
+	case rpc.MethodImageRegister:
+		return d.images.registerImage(ctx, call, d.files)
+	case rpc.MethodImageList:
+		return d.images.list(ctx, call)
+	case rpc.MethodImageShow:
+		return d.images.show(ctx, call)
+	case rpc.MethodImageRemove:
+		return d.images.remove(ctx, call)
+
+	case rpc.MethodKernelImport:
+		return d.images.importKernel(ctx, call, d.files)
+	case rpc.MethodKernelFetch:
+		return d.images.fetchKernel(ctx, call, d.bundleFetch)
+	case rpc.MethodKernelList:
+		return d.images.listKernels(ctx, call)
+	case rpc.MethodKernelShow:
+		return d.images.showKernel(ctx, call)
+	case rpc.MethodKernelRemove:
+		return d.images.removeKernel(ctx, call)
 	}
 	return nil, rpc.Errorf(rpc.CodeMethodNotFound, "method %q not found", call.Method)
 }
