@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_root
-apt_install ca-certificates git e2fsprogs iproute2 kmod passwd
+apt_install ca-certificates git e2fsprogs iproute2 kmod passwd qemu-system-x86 lz4 cpio gzip
 need_go
 echo "== go mod download"
 go mod download
@@ -21,4 +21,6 @@ go vet ./...
 build_banger
 echo "== go test -race (unit and integration tiers)"
 # BANGER_TEST_BINARY lets the integration tests drive the CLI we just built.
-BANGER_TEST_BINARY="$PWD/bin/banger" go test -race -count=1 -timeout 20m ./...
+# BANGER_TEST_REQUIRE_QEMU: the boot tests fail rather than skip when QEMU
+# is missing, since this script installs it.
+BANGER_TEST_REQUIRE_QEMU=1 BANGER_TEST_BINARY="$PWD/bin/banger" go test -race -count=1 -timeout 20m ./...
