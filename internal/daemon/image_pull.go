@@ -95,8 +95,19 @@ func (m *imageManager) pullAndFlattenRemote(ctx context.Context, req pullRequest
 	if err != nil {
 		return pulledImage{}, err
 	}
+	// The registry requests run under this context too, so a layer that
+	// fails (or a cancelled pull) stops the other layers' downloads at
+	// once instead of waiting for them, stalled ones included; the layer
+	// goroutines are awaited before returning.
+	opCtx := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
 	opts := []remote.Option{
-		remote.WithContext(ctx),
+		remote.WithContext(opCtx),
 		remote.WithAuth(authFor(req.Auth)),
 		remote.WithTransport(m.transport),
 		remote.WithPlatform(v1.Platform{OS: "linux", Architecture: "amd64"}),
@@ -145,11 +156,8 @@ func (m *imageManager) pullAndFlattenRemote(ctx context.Context, req pullRequest
 	}
 
 	tracker := newPullTracker(manifest.Layers, report)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	results := make([]chan error, len(layers))
 	sem := make(chan struct{}, m.config.PullConcurrency)
-	var wg sync.WaitGroup
 	for i, l := range layers {
 		results[i] = make(chan error, 1)
 		wg.Add(1)
@@ -178,12 +186,13 @@ func (m *imageManager) pullAndFlattenRemote(ctx context.Context, req pullRequest
 			results[i] <- err
 		}()
 	}
-	defer wg.Wait()
 
 	fl, err := imagemgr.NewFlattener(root)
 	if err != nil {
 		return pulledImage{}, err
 	}
+	// Finish and a failed ApplyLayer release the root; a download that
+	// fails or a cancel between layers does not.
 	for i := range layers {
 		if err := <-results[i]; err != nil {
 			cancel()
@@ -233,29 +242,43 @@ func shortDigest(d string) string {
 // finalize injects the guest init and the files it needs, then builds the
 // ext4 at out sized to the content plus the configured headroom.
 func (m *imageManager) finalize(ctx context.Context, root, out string) (int64, error) {
+	t0 := time.Now()
 	if err := imagemgr.PrepareGuestRoot(root, m.initBinary); err != nil {
 		return 0, err
 	}
+	t1 := time.Now()
 	content, inodes, err := imagemgr.TreeSize(root)
 	if err != nil {
 		return 0, err
 	}
 	size := imagemgr.Ext4Size(content, inodes, int64(m.config.ImageHeadroomMiB)<<20)
+	t2 := time.Now()
 	if err := imagemgr.BuildExt4(ctx, m.runner, root, out, size, inodes); err != nil {
 		return 0, err
 	}
+	m.logger.Debug("rootfs finalized", "guest_root", t1.Sub(t0), "size_walk", t2.Sub(t1), "mkfs", time.Since(t2),
+		"content_bytes", content, "inodes", inodes, "ext4_bytes", size)
 	return size, nil
 }
 
 // pullTracker turns per-layer byte counts into the op's progress, at most
-// every progressInterval (and at each change of layer state).
+// every progressInterval (and at each change of layer state). Every
+// layer's goroutine calls set; the op's report function is not safe for
+// concurrent use, so reports go out one at a time, and one made after a
+// newer snapshot went out is dropped, so progress never goes backwards.
 type pullTracker struct {
 	report func(opstate.Progress)
+
+	// reportMu is held across report, and so taken before whatever locks
+	// report takes (opstate's); never while holding mu.
+	reportMu sync.Mutex
+	reported uint64 // guarded by reportMu: seq of the last snapshot reported
 
 	mu    sync.Mutex // guards the fields below; leaf lock
 	ph    string
 	items []opstate.ItemProgress
 	last  time.Time
+	seq   uint64 // snapshots taken
 }
 
 func newPullTracker(layers []v1.Descriptor, report func(opstate.Progress)) *pullTracker {
@@ -286,11 +309,20 @@ func (t *pullTracker) set(i int, state string, n int64) {
 		return
 	}
 	t.last = now
+	t.seq++
+	seq := t.seq
 	p := opstate.Progress{Phase: t.ph, Unit: "bytes", Items: append([]opstate.ItemProgress(nil), t.items...)}
 	for _, it := range t.items {
 		p.Done += it.Done
 		p.Total += it.Total
 	}
 	t.mu.Unlock()
+
+	t.reportMu.Lock()
+	defer t.reportMu.Unlock()
+	if seq < t.reported {
+		return // a newer snapshot already went out
+	}
+	t.reported = seq
 	t.report(p)
 }

@@ -3,11 +3,12 @@ package imagemgr
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
+
 	"fmt"
 	"io"
 	"strconv"
 
+	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
 	"banger/internal/errdefs"
