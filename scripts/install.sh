@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_root
-apt_install ca-certificates git e2fsprogs qemu-system-x86 nftables iproute2 kmod
+apt_install ca-certificates git e2fsprogs qemu-system-x86 nftables iproute2 kmod lz4 cpio gzip
 need_go
 build_banger
 install -m 0755 bin/banger /usr/local/bin/banger
@@ -33,5 +33,20 @@ done
 
 echo "== banger doctor"
 banger doctor || echo "(doctor reported failures above: fix them before creating VMs)"
+
+# A guest kernel from Debian's cloud kernel package (not installed into
+# this host), imported as the default kernel unless one exists already.
+if ! banger kernel ls -o json | grep -q '"default": true'; then
+	echo "== building and importing the guest kernel"
+	kdir=$(mktemp -d)
+	trap 'rm -rf "$kdir"' EXIT
+	scripts/guest-kernel.sh "$kdir"
+	kver=$(sed -n 's/^kernel_version=//p' "$kdir/kernel.txt")
+	banger kernel import "$kdir/vmlinux" --initrd "$kdir/initrd" --name "debian-$kver" --default
+fi
+echo "== banger kernel ls"
+banger kernel ls
+echo "== banger image ls"
+banger image ls
 echo "== banger ls"
 banger ls
