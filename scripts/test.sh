@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_root
-apt_install ca-certificates git e2fsprogs iproute2 kmod passwd qemu-system-x86 lz4 cpio gzip
+apt_install ca-certificates git e2fsprogs iproute2 kmod passwd qemu-system-x86 lz4 cpio gzip xfsprogs util-linux
 need_go
 echo "== go mod download"
 go mod download
