@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -18,10 +19,18 @@ func (a *app) internalCommand() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w := bufio.NewWriterSize(os.Stdout, 256<<10)
-			if err := daemon.ServeCallerRead(args[0], w); err != nil {
-				return err
+			// The exit status tells the daemon which error it was
+			// (see daemon.ServeCallerRead); stderr says it in words,
+			// without the CLI's "banger: " prefix.
+			code := daemon.ServeCallerRead(args[0], w, a.stderr)
+			if err := w.Flush(); err != nil && code == 0 {
+				fmt.Fprintln(a.stderr, err)
+				code = 1
 			}
-			return w.Flush()
+			if code != 0 {
+				return exitError{code: code}
+			}
+			return nil
 		},
 	})
 	return cmd

@@ -59,6 +59,12 @@ func (m *imageManager) importImage(ctx context.Context, call *rpc.Call, files ca
 			return store.Image{}, err
 		}
 		if _, err := fl.ApplyLayer(readerWithContext(ctx, stream), p.Path); err != nil {
+			// A stream its source cut short (the caller's reader met a
+			// file in the directory it may not read) is explained by
+			// the source's error, not by the truncated tar.
+			if cerr := src.Close(); cerr != nil {
+				return store.Image{}, cerr
+			}
 			return store.Image{}, err
 		}
 		if err := fl.Finish(); err != nil {

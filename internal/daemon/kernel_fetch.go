@@ -44,6 +44,9 @@ func (m *imageManager) fetchKernel(ctx context.Context, call *rpc.Call, fetch bu
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "file") {
 		return rpc.OpStarted{}, fmt.Errorf("kernel URL %q: want an http, https or file URL: %w", p.URL, errdefs.ErrInvalidArgument)
 	}
+	if u.Scheme == "file" && ((u.Host != "" && u.Host != "localhost") || !path.IsAbs(u.Path)) {
+		return rpc.OpStarted{}, fmt.Errorf("kernel URL %q: a file URL names an absolute path on this host (file:///path/to/vmlinux): %w", p.URL, errdefs.ErrInvalidArgument)
+	}
 	want := strings.ToLower(strings.TrimPrefix(p.SHA256, "sha256:"))
 	if want != "" {
 		if b, err := hex.DecodeString(want); err != nil || len(b) != sha256.Size {
@@ -78,7 +81,11 @@ func (m *imageManager) fetchKernel(ctx context.Context, call *rpc.Call, fetch bu
 		}
 		report(opstate.Progress{Phase: "unpack"})
 		k, err := m.addKernel(ctx, store.Kernel{Name: p.Name, Source: p.URL}, p.Default, func(dir string) (bool, error) {
-			return unpackBundle(dl.Name(), dir)
+			hasInitrd, err := unpackBundle(dl.Name(), dir)
+			if err != nil {
+				return false, fmt.Errorf("%s: %w", p.URL, err)
+			}
+			return hasInitrd, nil
 		})
 		if err != nil {
 			return nil, err
@@ -193,7 +200,7 @@ func (files callerFiles) fetchBundle(ctx context.Context, peer rpc.PeerCred, raw
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: HTTP %s", rawURL, resp.Status)
+			return fmt.Errorf("HTTP %s", resp.Status) // the caller names the URL
 		}
 		body, total = resp.Body, max(resp.ContentLength, 0)
 	default:

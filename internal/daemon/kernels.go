@@ -50,7 +50,8 @@ func (m *imageManager) importKernel(ctx context.Context, call *rpc.Call, files c
 		if err != nil {
 			return false, err
 		}
-		err = copyBounded(filepath.Join(dir, "vmlinux"), vm, maxKernelBytes, p.Vmlinux)
+		// The copy stops when the request ends (the caller went away).
+		err = copyBounded(filepath.Join(dir, "vmlinux"), readerWithContext(ctx, vm), maxKernelBytes, p.Vmlinux)
 		if cerr := vm.Close(); err == nil {
 			err = cerr
 		}
@@ -61,7 +62,7 @@ func (m *imageManager) importKernel(ctx context.Context, call *rpc.Call, files c
 		if err != nil {
 			return false, err
 		}
-		err = copyBounded(filepath.Join(dir, "initrd.img"), rd, maxInitrdBytes, p.Initrd)
+		err = copyBounded(filepath.Join(dir, "initrd.img"), readerWithContext(ctx, rd), maxInitrdBytes, p.Initrd)
 		if cerr := rd.Close(); err == nil {
 			err = cerr
 		}
@@ -89,7 +90,7 @@ func (m *imageManager) addKernel(ctx context.Context, k store.Kernel, makeDefaul
 		return rpc.Kernel{}, err
 	}
 	k.HasInitrd = hasInitrd
-	if k.Version, err = checkVmlinux(filepath.Join(staging, "vmlinux")); err != nil {
+	if k.Version, err = checkVmlinux(filepath.Join(staging, "vmlinux"), k.Source); err != nil {
 		return rpc.Kernel{}, err
 	}
 	for _, f := range []string{"vmlinux", "initrd.img"} {
@@ -152,17 +153,20 @@ func copyBounded(path string, r io.Reader, max int64, label string) error {
 
 var linuxVersion = regexp.MustCompile(`Linux version ([0-9][^ \x00]{0,63})`)
 
+// needVmlinux says what checkVmlinux wants and how to get it.
+const needVmlinux = "banger needs an uncompressed x86-64 vmlinux (an ELF executable, not a bzImage or a compressed kernel; scripts/guest-kernel.sh makes one)"
+
 // checkVmlinux requires an uncompressed x86-64 ELF executable (the format
 // Firecracker boots; QEMU microvm boots it too) and returns the kernel
-// version it finds in it, if any.
-func checkVmlinux(path string) (string, error) {
+// version it finds in it, if any. source names the file in errors.
+func checkVmlinux(path, source string) (string, error) {
 	f, err := elf.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("vmlinux is not an ELF file (banger needs an uncompressed vmlinux, not a bzImage: scripts/guest-kernel.sh makes one): %w", errdefs.ErrInvalidArgument)
+		return "", fmt.Errorf("%s is not an ELF file: %s: %w", source, needVmlinux, errdefs.ErrInvalidArgument)
 	}
 	defer f.Close()
 	if f.Class != elf.ELFCLASS64 || f.Machine != elf.EM_X86_64 || f.Type != elf.ET_EXEC {
-		return "", fmt.Errorf("vmlinux is a %s %s %s, not an x86-64 executable: %w", f.Class, f.Machine, f.Type, errdefs.ErrInvalidArgument)
+		return "", fmt.Errorf("%s is an ELF %s %s %s: %s: %w", source, f.Class, f.Machine, f.Type, needVmlinux, errdefs.ErrInvalidArgument)
 	}
 	for _, s := range f.Sections {
 		if s.Name != ".rodata" {
