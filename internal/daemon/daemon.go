@@ -147,6 +147,9 @@ func Open(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	if err := d.images.sweepOrphanKernels(ctx); err != nil {
 		return nil, err
 	}
+	if err := d.images.sweepOrphanImages(ctx); err != nil {
+		return nil, err
+	}
 	gid, err := ensureGroup(ctx, d.runner, cfg.Group)
 	if err != nil {
 		return nil, err

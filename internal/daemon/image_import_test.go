@@ -474,6 +474,7 @@ func TestOpenCleansUpAfterACrash(t *testing.T) {
 		"staging/image-" + pending.ID + "/x":     "partial",
 		"kernels/" + kept.ID + "/vmlinux":        "kernel",
 		"kernels/ORPHAN/vmlinux":                 "orphan",
+		"images/ORPHAN/rootfs.ext4":              "orphan",
 		"staging/kernel-" + store.NewID() + "/x": "partial",
 	}
 	for rel, body := range files {
@@ -490,6 +491,7 @@ func TestOpenCleansUpAfterACrash(t *testing.T) {
 	}
 	impAssertMissing(t, filepath.Join(root, "images", pending.ID))
 	impAssertMissing(t, filepath.Join(root, "kernels", "ORPHAN"))
+	impAssertMissing(t, filepath.Join(root, "images", "ORPHAN"))
 	if names := impList(t, filepath.Join(root, "staging")); len(names) != 0 {
 		t.Errorf("staging holds %q after Open", names)
 	}
