@@ -99,7 +99,6 @@ func (m *imageManager) pullAndFlattenRemote(ctx context.Context, req pullRequest
 	// fails (or a cancelled pull) stops the other layers' downloads at
 	// once instead of waiting for them, stalled ones included; the layer
 	// goroutines are awaited before returning.
-	opCtx := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() {
@@ -107,7 +106,7 @@ func (m *imageManager) pullAndFlattenRemote(ctx context.Context, req pullRequest
 		wg.Wait()
 	}()
 	opts := []remote.Option{
-		remote.WithContext(opCtx),
+		remote.WithContext(ctx),
 		remote.WithAuth(authFor(req.Auth)),
 		remote.WithTransport(m.transport),
 		remote.WithPlatform(v1.Platform{OS: "linux", Architecture: "amd64"}),
@@ -193,6 +192,7 @@ func (m *imageManager) pullAndFlattenRemote(ctx context.Context, req pullRequest
 	}
 	// Finish and a failed ApplyLayer release the root; a download that
 	// fails or a cancel between layers does not.
+	defer fl.Close()
 	for i := range layers {
 		if err := <-results[i]; err != nil {
 			cancel()

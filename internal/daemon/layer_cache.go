@@ -21,7 +21,8 @@ import (
 type layerCache struct {
 	layout layout.Layout
 
-	// mu guards inflight. Leaf lock: held only to find or add an entry.
+	// mu guards inflight. Leaf lock: held only to look for the cached
+	// blob (one stat) and to find, add or drop an entry.
 	mu       sync.Mutex
 	inflight map[string]*layerFetch // by digest; guarded by mu
 }
@@ -75,10 +76,15 @@ func (c *layerCache) Ensure(ctx context.Context, digest string, size int64, open
 		return false, fmt.Errorf("layer %s has negative size %d: %w", digest, size, errdefs.ErrInvalidArgument)
 	}
 	for {
+		c.mu.Lock()
+		// Checked under mu: a download renames its blob into place before
+		// it drops its inflight entry, so a blob that is not there yet has
+		// a download running, or none. (Checked before taking mu, a
+		// download could finish in between and this call start another.)
 		if fi, err := os.Stat(c.Path(digest)); err == nil && fi.Size() == size {
+			c.mu.Unlock()
 			return true, nil
 		}
-		c.mu.Lock()
 		f, running := c.inflight[digest]
 		if !running {
 			f = &layerFetch{done: make(chan struct{})}

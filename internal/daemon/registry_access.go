@@ -23,14 +23,17 @@ type registryPolicy struct {
 }
 
 // isLoopbackHost reports whether host ("h" or "h:port") is localhost,
-// in 127.0.0.0/8 or ::1.
+// in 127.0.0.0/8 or ::1. Other names under .localhost are not: the host's
+// resolver (glibc without nss-myhostname, Go's own) may ask DNS for them,
+// which can answer with any address, and plain HTTP to a remote host
+// would carry the user's credentials and an unverifiable image.
 func isLoopbackHost(host string) bool {
 	h, _, err := net.SplitHostPort(host)
 	if err != nil {
 		h = host
 	}
 	h = strings.Trim(h, "[]")
-	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+	if strings.EqualFold(h, "localhost") {
 		return true
 	}
 	ip := net.ParseIP(h)
