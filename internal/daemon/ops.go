@@ -57,6 +57,12 @@ func (d *Daemon) startOp(ctx context.Context, kind, target string, fn opFunc) (s
 		// The store row is final before watchers learn the outcome, so
 		// whoever sees it finished finds it finished everywhere.
 		row := store.Operation{ID: op.id, Kind: kind, Target: target, State: finalState(opCtx, err), Phase: lastPhase, FinishedAt: time.Now()}
+		if err != nil && d.opsCtx.Err() != nil {
+			// The daemon is stopping: the op did not fail, it was cut
+			// short, and the next start reports it that way.
+			row.State = store.OpInterrupted
+			err = fmt.Errorf("interrupted: the daemon stopped while it ran: %w", err)
+		}
 		if err != nil {
 			row.Error = err.Error()
 			d.logger.Warn("operation failed", "op", op.id, "kind", kind, "target", target, "err", err)
@@ -71,7 +77,8 @@ func (d *Daemon) startOp(ctx context.Context, kind, target string, fn opFunc) (s
 	return op.id, nil
 }
 
-// finalState is how an op body's outcome is recorded; it agrees with
+// finalState is how an op body's outcome is recorded (a daemon stop is
+// recorded as interrupted by the caller); it agrees with
 // opstate's rule: an error after a cancel request (or a cancellation
 // error) is "canceled".
 func finalState(opCtx context.Context, err error) store.OperationState {
