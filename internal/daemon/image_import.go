@@ -75,7 +75,7 @@ func (m *imageManager) importImage(ctx context.Context, call *rpc.Call, files ca
 		}
 		report(opstate.Progress{Phase: "finalize", Message: "building ext4"})
 		out := m.stagingDir(im.ID) + "/rootfs.ext4"
-		size, err := m.finalizePulledRootfs(ctx, root, out)
+		size, err := m.finalizePulledRootfs(ctx, root, imagemgr.ImageConfig{}, out)
 		if err != nil {
 			return store.Image{}, err
 		}

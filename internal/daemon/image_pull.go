@@ -70,7 +70,7 @@ func (m *imageManager) pull(ctx context.Context, call *rpc.Call) (rpc.OpStarted,
 		}
 		report(opstate.Progress{Phase: "finalize", Message: "building ext4"})
 		out := m.stagingDir(im.ID) + "/rootfs.ext4"
-		size, err := m.finalizePulledRootfs(ctx, root, out)
+		size, err := m.finalizePulledRootfs(ctx, root, pulled.Config, out)
 		if err != nil {
 			return store.Image{}, err
 		}
@@ -241,9 +241,12 @@ func shortDigest(d string) string {
 
 // finalize injects the guest init and the files it needs, then builds the
 // ext4 at out sized to the content plus the configured headroom.
-func (m *imageManager) finalize(ctx context.Context, root, out string) (int64, error) {
+func (m *imageManager) finalize(ctx context.Context, root string, cfg imagemgr.ImageConfig, out string) (int64, error) {
 	t0 := time.Now()
 	if err := imagemgr.PrepareGuestRoot(root, m.initBinary); err != nil {
+		return 0, err
+	}
+	if err := imagemgr.WriteGuestConfig(root, cfg); err != nil {
 		return 0, err
 	}
 	t1 := time.Now()

@@ -208,6 +208,13 @@ func TestPullFlattensEveryLayerIntoTheImage(t *testing.T) {
 	if init := pullMustStat(t, rootfs, "/.banger/init"); init.Size != exeInfo.Size() {
 		t.Errorf("/.banger/init is %d bytes, want %d (the daemon's executable)", init.Size, exeInfo.Size())
 	}
+	// The guest init reads the image's config from /.banger/image.json.
+	var guestCfg rpc.ImageConfig
+	if err := json.Unmarshal([]byte(pullCat(t, rootfs, "/.banger/image.json")), &guestCfg); err != nil {
+		t.Errorf("/.banger/image.json: %v", err)
+	} else if diff := cmp.Diff(wantConfig, guestCfg); diff != "" {
+		t.Errorf("/.banger/image.json (-want +got):\n%s", diff)
+	}
 	n, sum := pullCatSHA256(t, rootfs, "/data/big.bin")
 	if want := pullBodySHA256(t, "data/big.bin", bigSize); n != bigSize || sum != want {
 		t.Errorf("/data/big.bin: %d bytes, sha256 %s; want %d bytes, sha256 %s", n, sum, int64(bigSize), want)

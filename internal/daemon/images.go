@@ -47,9 +47,10 @@ type imageManager struct {
 	// in order into root; it returns the image's manifest digest and
 	// config.
 	pullAndFlatten func(ctx context.Context, req pullRequest, root string, report func(opstate.Progress)) (pulledImage, error)
-	// finalizePulledRootfs injects the guest init into root and builds
-	// the ext4 at out; it returns the image's size in bytes.
-	finalizePulledRootfs func(ctx context.Context, root, out string) (int64, error)
+	// finalizePulledRootfs injects the guest init and the image's config
+	// (/.banger/image.json, what the init runs as the entrypoint) into
+	// root and builds the ext4 at out; it returns the image's size.
+	finalizePulledRootfs func(ctx context.Context, root string, cfg imagemgr.ImageConfig, out string) (int64, error)
 }
 
 func newImageManager(d *Daemon, initBinary string) *imageManager {
