@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -42,6 +43,19 @@ type Config struct {
 	ImageHeadroomMiB   int      `toml:"image_headroom_mib"`
 	PullConcurrency    int      `toml:"pull_concurrency"`
 
+	NetNS             string   `toml:"netns"`
+	Bridge            string   `toml:"bridge"`
+	Subnet            string   `toml:"subnet"`
+	Domain            string   `toml:"domain"`
+	DNSUpstreams      []string `toml:"dns_upstreams"`
+	AllowGuestToGuest bool     `toml:"allow_guest_to_guest"`
+	TAPPoolSize       int      `toml:"tap_pool_size"`
+	QEMUBinary        string   `toml:"qemu_binary"`
+	FirecrackerBinary string   `toml:"firecracker_binary"`
+	VMVCPUs           int      `toml:"vm_vcpus"`
+	VMMemoryMiB       int      `toml:"vm_memory_mib"`
+	BootTimeout       Duration `toml:"boot_timeout"`
+
 	// File is the config file that was read, or "" when none was.
 	File string `toml:"-"`
 }
@@ -68,6 +82,18 @@ var Keys = []Key{
 	{"insecure_registries", "[]", "Registries (host or host:port) that may be reached over plain HTTP. Loopback registries (localhost, 127.0.0.0/8, ::1) always may."},
 	{"image_headroom_mib", "1024", "Free space added to an image's ext4 beyond its content, in MiB: room for a VM to install things."},
 	{"pull_concurrency", "3", "Layers downloaded at once per pull."},
+	{"netns", `""`, "Network namespace (/run/netns/NAME) for all VM networking: bridge, TAPs, DNS, VMM processes; created if missing. \"\" is the daemon's own namespace."},
+	{"bridge", `"banger0"`, "The VMs' bridge."},
+	{"subnet", `"10.88.0.0/24"`, "The VMs' IPv4 subnet; the bridge takes its first address."},
+	{"domain", `"vm.banger"`, "DNS zone of the VMs' names (NAME.vm.banger), served on the bridge address."},
+	{"dns_upstreams", "[]", "Resolvers (\"ip\" or \"ip:port\") the VMs' DNS server forwards other names to; [] means the host's /etc/resolv.conf."},
+	{"allow_guest_to_guest", "false", "Let VMs reach one another; by default they reach only the outside and the DNS server."},
+	{"tap_pool_size", "4", "Idle TAP devices kept ready for new VMs."},
+	{"qemu_binary", `"qemu-system-x86_64"`, "The QEMU binary."},
+	{"firecracker_binary", `"firecracker"`, "The Firecracker binary."},
+	{"vm_vcpus", "2", "vCPUs of a VM when create does not say."},
+	{"vm_memory_mib", "512", "Memory of a VM in MiB when create does not say."},
+	{"boot_timeout", `"180s"`, "How long create waits for a new VM's SSH to answer (software emulation boots take seconds)."},
 }
 
 // Enumerated values.
@@ -94,6 +120,16 @@ func Default() Config {
 		InsecureRegistries: []string{},
 		ImageHeadroomMiB:   1024,
 		PullConcurrency:    3,
+		Bridge:             "banger0",
+		Subnet:             "10.88.0.0/24",
+		Domain:             "vm.banger",
+		DNSUpstreams:       []string{},
+		TAPPoolSize:        4,
+		QEMUBinary:         "qemu-system-x86_64",
+		FirecrackerBinary:  "firecracker",
+		VMVCPUs:            2,
+		VMMemoryMiB:        512,
+		BootTimeout:        Duration(180 * time.Second),
 	}
 }
 
@@ -185,6 +221,43 @@ func (c Config) Validate() error {
 	if c.PullConcurrency < 1 || c.PullConcurrency > 16 {
 		return bad("pull_concurrency", "%d is outside 1..16", c.PullConcurrency)
 	}
+	if c.NetNS != "" && !validIfName(c.NetNS, 64) {
+		return bad("netns", "%q is not a valid namespace name (letters, digits, '.', '_', '-')", c.NetNS)
+	}
+	if !validIfName(c.Bridge, 15) {
+		return bad("bridge", "%q is not a valid interface name (at most 15 letters, digits, '.', '_', '-')", c.Bridge)
+	}
+	if p, err := netip.ParsePrefix(c.Subnet); err != nil || !p.Addr().Is4() || p.Bits() > 29 || p.Bits() < 8 {
+		return bad("subnet", "%q is not an IPv4 subnet between /8 and /29", c.Subnet)
+	}
+	if !validDomain(c.Domain) {
+		return bad("domain", "%q is not a DNS domain", c.Domain)
+	}
+	for _, u := range c.DNSUpstreams {
+		if _, err := netip.ParseAddrPort(u); err != nil {
+			if _, err := netip.ParseAddr(u); err != nil {
+				return bad("dns_upstreams", "%q is not an IP or IP:port", u)
+			}
+		}
+	}
+	if c.TAPPoolSize < 0 || c.TAPPoolSize > 64 {
+		return bad("tap_pool_size", "%d is outside 0..64", c.TAPPoolSize)
+	}
+	if c.QEMUBinary == "" {
+		return bad("qemu_binary", "is empty")
+	}
+	if c.FirecrackerBinary == "" {
+		return bad("firecracker_binary", "is empty")
+	}
+	if c.VMVCPUs < 1 || c.VMVCPUs > 64 {
+		return bad("vm_vcpus", "%d is outside 1..64", c.VMVCPUs)
+	}
+	if c.VMMemoryMiB < 64 || c.VMMemoryMiB > 1<<20 {
+		return bad("vm_memory_mib", "%d is outside 64..1048576", c.VMMemoryMiB)
+	}
+	if d := c.BootTimeout.Std(); d < time.Second || d > time.Hour {
+		return bad("boot_timeout", "%s is outside 1s..1h", d)
+	}
 	return nil
 }
 
@@ -208,6 +281,36 @@ func validRegistryHost(h string) bool {
 	}
 	for _, label := range strings.Split(host, ".") {
 		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, r := range label {
+			if !(r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func validIfName(s string, max int) bool {
+	if s == "" || len(s) > max || s == "." || s == ".." {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '.' || r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+func validDomain(d string) bool {
+	d = strings.TrimSuffix(d, ".")
+	if d == "" || len(d) > 200 {
+		return false
+	}
+	for _, label := range strings.Split(d, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' {
 			return false
 		}
 		for _, r := range label {
