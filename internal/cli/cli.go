@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/config"
+	"banger/internal/guestinit"
 	"banger/internal/layout"
 	"banger/internal/rpc"
 )
@@ -25,6 +26,10 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code)
 
 // Main runs the CLI with args and returns the process exit status.
 func Main(args []string) int {
+	if guestinit.IsGuestInit() {
+		// The same binary is every guest's PID 1 (/.banger/init).
+		return guestinit.Main(os.Args)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return run(ctx, args, os.Stdout, os.Stderr)
@@ -83,6 +88,10 @@ func (a *app) rootCommand() *cobra.Command {
 		a.versionCommand(),
 		a.lsCommand(),
 		a.opCommand(),
+		a.createCommand(),
+		a.execCommand(),
+		a.rmCommand(),
+		a.vmShowCommand(),
 		a.imageCommand(),
 		a.kernelCommand(),
 		a.internalCommand(),

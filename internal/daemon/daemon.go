@@ -65,6 +65,9 @@ type Daemon struct {
 
 	// images is the image and kernel registry; imageOpsMu lives on it.
 	images *imageManager
+	// vms runs VMs; createVMMu, the handle cache and the VM network live
+	// on it.
+	vms *vmManager
 	// files reads paths callers name, with their permissions.
 	files callerFiles
 
@@ -150,6 +153,10 @@ func Open(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	if err := d.images.sweepOrphanImages(ctx); err != nil {
 		return nil, err
 	}
+	d.vms = newVMManager(d)
+	if err := d.vms.recover(ctx); err != nil {
+		return nil, err
+	}
 	gid, err := ensureGroup(ctx, d.runner, cfg.Group)
 	if err != nil {
 		return nil, err
@@ -216,6 +223,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	d.opsCancel()
 	d.opsWG.Wait()
 	<-bgDone
+	if cerr := d.vms.close(); cerr != nil {
+		d.logger.Warn("stop the VM network's services", "err", cerr)
+	}
 	if errors.Is(err, rpc.ErrServerClosed) {
 		err = nil
 	}
@@ -280,7 +290,15 @@ func (d *Daemon) dispatch(ctx context.Context, call *rpc.Call) (any, error) {
 	case rpc.MethodInfo:
 		return d.info(ctx, call)
 	case rpc.MethodVMList:
-		return d.listVMs(ctx, call)
+		return d.vms.list(ctx, call)
+	case rpc.MethodVMCreate:
+		return d.vms.create(ctx, call)
+	case rpc.MethodVMExec:
+		return d.vms.exec(ctx, call)
+	case rpc.MethodVMRemove:
+		return d.vms.remove(ctx, call)
+	case rpc.MethodVMShow:
+		return d.vms.show(ctx, call)
 	case rpc.MethodOpList:
 		return d.listOps(call)
 	case rpc.MethodOpGet:

@@ -42,15 +42,21 @@ type InfoResult struct {
 
 // VM is one VM as listings show it.
 type VM struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	State     string    `json:"state"`
-	Image     string    `json:"image"`
-	IP        string    `json:"ip,omitempty"`
-	VCPUs     int       `json:"vcpus"`
-	MemoryMiB int       `json:"memory_mib"`
-	DiskBytes int64     `json:"disk_bytes"`
-	CreatedAt time.Time `json:"created_at"`
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	State       string    `json:"state"`
+	StateReason string    `json:"state_reason,omitempty"`
+	Image       string    `json:"image"`
+	Kernel      string    `json:"kernel,omitempty"`
+	IP          string    `json:"ip,omitempty"`
+	DNSName     string    `json:"dns_name,omitempty"`
+	VMM         string    `json:"vmm,omitempty"`
+	Disk        string    `json:"disk,omitempty"` // the disk strategy
+	VCPUs       int       `json:"vcpus"`
+	MemoryMiB   int       `json:"memory_mib"`
+	DiskBytes   int64     `json:"disk_bytes"`
+	CreatedAt   time.Time `json:"created_at"`
+	StartedAt   time.Time `json:"started_at,omitzero"`
 }
 
 // VMListResult answers vm.list.
@@ -283,4 +289,70 @@ type Kernel struct {
 // KernelListResult answers kernel.list.
 type KernelListResult struct {
 	Kernels []Kernel `json:"kernels"`
+}
+
+// VM methods.
+const (
+	MethodVMCreate = "vm.create"
+	MethodVMExec   = "vm.exec"
+	MethodVMRemove = "vm.rm"
+	MethodVMShow   = "vm.show"
+)
+
+// Exec stream event kinds (see the package doc).
+const (
+	EventStdout = "stdout"
+	EventStderr = "stderr"
+	InputStdin  = "stdin"
+	InputEOF    = "eof"
+	InputResize = "resize"
+	InputSignal = "signal"
+)
+
+// VMCreateParams asks for vm.create. Zero fields take the config's
+// defaults (vm_vcpus, vm_memory_mib; the image's size for the disk).
+type VMCreateParams struct {
+	Name      string `json:"name,omitempty"`
+	Image     string `json:"image"`
+	Kernel    string `json:"kernel,omitempty"`
+	VCPUs     int    `json:"vcpus,omitempty"`
+	MemoryMiB int    `json:"memory_mib,omitempty"`
+	DiskGiB   int    `json:"disk_gib,omitempty"`
+}
+
+// VMStarted answers vm.create: the operation that boots the VM.
+type VMStarted struct {
+	OpID string `json:"op_id"`
+	VM   VM     `json:"vm"`
+}
+
+// VMExecParams asks for vm.exec: Argv runs exactly (no shell in between).
+type VMExecParams struct {
+	VM      string            `json:"vm"`
+	Argv    []string          `json:"argv"`
+	Env     map[string]string `json:"env,omitempty"`
+	TTY     bool              `json:"tty,omitempty"`
+	Term    string            `json:"term,omitempty"`
+	Cols    int               `json:"cols,omitempty"`
+	Rows    int               `json:"rows,omitempty"`
+	Workdir string            `json:"workdir,omitempty"`
+	User    string            `json:"user,omitempty"`
+}
+
+// ExecResize is the data of a resize input event.
+type ExecResize struct {
+	Cols int `json:"cols"`
+	Rows int `json:"rows"`
+}
+
+// VMExecResult answers vm.exec.
+type VMExecResult struct {
+	ExitCode int    `json:"exit_code"`
+	Signal   string `json:"signal,omitempty"`
+}
+
+// VMRemoveParams asks for vm.rm.
+type VMRemoveParams struct {
+	Ref   string `json:"ref"`
+	Force bool   `json:"force,omitempty"`
 }

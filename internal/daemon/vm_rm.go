@@ -1,0 +1,106 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"banger/internal/errdefs"
+	"banger/internal/rpc"
+	"banger/internal/store"
+)
+
+// stopGrace is how long a guest gets to power off before its VMM is killed.
+const stopGrace = 10 * time.Second
+
+// remove deletes a VM: refused while it runs unless force, which stops it
+// first. Holds vmLocks[id] across the whole op.
+func (m *vmManager) remove(ctx context.Context, call *rpc.Call) (struct{}, error) {
+	var p rpc.VMRemoveParams
+	if err := call.Bind(&p); err != nil {
+		return struct{}{}, err
+	}
+	if p.Ref == "" {
+		return struct{}{}, rpc.Errorf(rpc.CodeInvalidParams, "invalid params for %s: ref is required", call.Method)
+	}
+	vm, err := m.store.ResolveVM(ctx, p.Ref)
+	if err != nil {
+		return struct{}{}, err
+	}
+	unlock, err := m.locks.Lock(ctx, vm.ID)
+	if err != nil {
+		return struct{}{}, err
+	}
+	defer unlock()
+	if vm, err = m.store.GetVM(ctx, vm.ID); err != nil {
+		return struct{}{}, err
+	}
+	if vm.State == store.VMRunning && !p.Force {
+		return struct{}{}, fmt.Errorf("vm %q is running: stop it first or use --force: %w", vm.Name, errdefs.ErrFailedPrecondition)
+	}
+	if err := m.destroy(context.WithoutCancel(ctx), vm.ID); err != nil {
+		return struct{}{}, err
+	}
+	m.logger.Info("vm removed", "vm", vm.Name, "id", vm.ID)
+	return struct{}{}, nil
+}
+
+// destroy stops a VM's VMM (asking the guest to power off first) and
+// releases everything it holds: DNS name, TAP, files, IP and row. Each
+// step runs even when an earlier one failed; the errors are joined.
+func (m *vmManager) destroy(ctx context.Context, id string) error {
+	var errs []error
+	vm, verr := m.store.GetVM(ctx, id)
+	h, ok := m.handles.get(id)
+	if ok && h.proc != nil {
+		sctx, cancel := context.WithTimeout(ctx, stopGrace+5*time.Second)
+		if err := h.proc.Shutdown(sctx, stopGrace); err != nil {
+			h.proc.Kill()
+		}
+		cancel()
+		select {
+		case <-h.proc.Done():
+		case <-time.After(10 * time.Second):
+			errs = append(errs, fmt.Errorf("vmm pid %d did not exit", h.proc.PID()))
+		}
+	}
+	m.netMu.Lock()
+	n := m.net
+	m.netMu.Unlock()
+	if n != nil {
+		if verr == nil {
+			if addr, found := n.DNS().Lookup(vm.Name); found && ok && addr == h.IP {
+				n.DNS().Unregister(vm.Name)
+			}
+		}
+		if ok && h.TAP != "" {
+			if err := n.TAPs().Release(h.TAP); err != nil {
+				errs = append(errs, fmt.Errorf("release tap %s: %w", h.TAP, err))
+			}
+		}
+	}
+	if err := os.RemoveAll(m.layout.VMDir(id)); err != nil {
+		errs = append(errs, err)
+	}
+	m.handles.drop(id)
+	if err := m.store.DeleteVM(ctx, id); err != nil && !errdefs.IsNotFound(err) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (m *vmManager) toRPC(vm store.VM) rpc.VM {
+	out := rpc.VM{
+		ID: vm.ID, Name: vm.Name, State: string(vm.State), StateReason: vm.StateReason,
+		Image: vm.ImageID, Kernel: vm.KernelID, VMM: string(vm.VMM), Disk: vm.DiskStrategy,
+		VCPUs: vm.VCPUs, MemoryMiB: vm.MemoryMiB, DiskBytes: vm.DiskBytes,
+		CreatedAt: vm.CreatedAt, StartedAt: vm.StartedAt,
+		DNSName: vm.Name + "." + m.config.Domain,
+	}
+	if h, ok := m.handles.get(vm.ID); ok && h.IP.IsValid() {
+		out.IP = h.IP.String()
+	}
+	return out
+}

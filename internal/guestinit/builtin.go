@@ -1,0 +1,106 @@
+package guestinit
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// InitPath is where the guest init lives in every image; an argv whose
+// first element is InitPath runs one of its built-ins.
+const InitPath = "/.banger/init"
+
+// Built-in commands, the second element of such an argv:
+//
+//	["/.banger/init", "untar", DEST]        extract the tar on stdin under DEST
+//	["/.banger/init", "tar", SRC, PATH...]  write a tar of SRC/PATH... to stdout
+//	["/.banger/init", "poweroff"]           power the guest off after replying
+const (
+	BuiltinUntar    = "untar"
+	BuiltinTar      = "tar"
+	BuiltinPoweroff = "poweroff"
+)
+
+// builtinIO is what a built-in runs with.
+type builtinIO struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	dir            string // relative paths are resolved here
+	uid, gid       int    // owner of extracted files (applied when root)
+	poweroff       func() // nil: poweroff is refused
+}
+
+// runBuiltin runs args (the argv after InitPath) and returns its exit
+// status, and what to do once that status has been reported.
+func runBuiltin(args []string, bio builtinIO) (code int, after func()) {
+	fail := func(code int, format string, a ...any) (int, func()) {
+		fmt.Fprintf(bio.stderr, logPrefix+format+"\n", a...)
+		return code, nil
+	}
+	if len(args) == 0 {
+		return fail(2, "usage: %s untar DEST | tar SRC PATH... | poweroff", InitPath)
+	}
+	abs := func(p string) string {
+		if filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(bio.dir, p)
+	}
+	switch args[0] {
+	case BuiltinUntar:
+		if len(args) != 2 {
+			return fail(2, "usage: %s untar DEST", InitPath)
+		}
+		if err := extractTar(bio.stdin, abs(args[1]), bio.uid, bio.gid); err != nil {
+			return fail(1, "untar: %v", err)
+		}
+		return 0, nil
+	case BuiltinTar:
+		if len(args) < 3 {
+			return fail(2, "usage: %s tar SRC PATH...", InitPath)
+		}
+		if err := writeTar(bio.stdout, abs(args[1]), args[2:]); err != nil {
+			return fail(1, "tar: %v", err)
+		}
+		return 0, nil
+	case BuiltinPoweroff:
+		if bio.poweroff == nil {
+			return fail(1, "poweroff: not available here")
+		}
+		return 0, bio.poweroff
+	}
+	return fail(127, "%s: unknown built-in (have untar, tar, poweroff)", args[0])
+}
+
+// startBuiltin runs a built-in in the init itself, on the channel.
+func (sess *session) startBuiltin(c *command) *job {
+	bio := builtinIO{
+		stdin:    sess.ch,
+		stdout:   sess.ch,
+		stderr:   sess.ch.Stderr(),
+		dir:      c.dir,
+		uid:      int(c.user.UID),
+		gid:      int(c.user.GID),
+		poweroff: sess.srv.cfg.Poweroff,
+	}
+	return &job{wait: func() exitResult {
+		code, after := runBuiltin(c.argv[1:], bio)
+		return exitResult{code: code, after: after}
+	}}
+}
+
+// runTool runs a built-in as a plain command: "/.banger/init untar DEST"
+// typed in the guest does what the SSH built-in does.
+func runTool(args []string) int {
+	dir, _ := os.Getwd()
+	code, after := runBuiltin(args, builtinIO{
+		stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr,
+		dir: dir, uid: os.Geteuid(), gid: os.Getegid(),
+		poweroff: requestPoweroff,
+	})
+	if after != nil {
+		after()
+	}
+	return code
+}

@@ -1,0 +1,95 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// probeSource is a static program the test images carry instead of a
+// shell: the guest runs it through exec, and the host side uses it as a
+// listener inside the test's namespace.
+const probeSource = `package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: probe echo|exit|resolve|connect|listen|cat ...")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "echo":
+		fmt.Println(strings.Join(os.Args[2:], " "))
+	case "exit":
+		n, _ := strconv.Atoi(os.Args[2])
+		fmt.Fprintln(os.Stderr, "exiting with", n)
+		os.Exit(n)
+	case "resolve":
+		addrs, err := net.LookupHost(os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println(strings.Join(addrs, " "))
+	case "connect":
+		c, err := net.DialTimeout("tcp", os.Args[2], 3*time.Second)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		c.Close()
+		fmt.Println("connected")
+	case "listen":
+		l, err := net.Listen("tcp", os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println("listening")
+		d, _ := time.ParseDuration(os.Args[3])
+		go func() { time.Sleep(d); os.Exit(0) }()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				os.Exit(1)
+			}
+			c.Close()
+		}
+	case "cat":
+		io.Copy(os.Stdout, os.Stdin)
+	default:
+		fmt.Fprintln(os.Stderr, "unknown probe", os.Args[1])
+		os.Exit(2)
+	}
+}
+`
+
+// buildProbe builds the probe, statically, into dir/probe.
+func buildProbe(t *testing.T, dir string) string {
+	t.Helper()
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(probeSource), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte("module probe\n\ngo 1.22\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "probe")
+	cmd := exec.Command("go", "build", "-o", out, ".")
+	cmd.Dir = src
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off", "GOFLAGS=")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the probe: %v\n%s", err, b)
+	}
+	return out
+}
