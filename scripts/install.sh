@@ -10,7 +10,13 @@ need_go
 build_banger
 install -m 0755 bin/banger /usr/local/bin/banger
 install -d -m 0755 /etc/banger
-[ -e /etc/banger/config.toml ] || install -m 0644 packaging/config.toml /etc/banger/config.toml
+# A fresh config puts all VM networking into its own network namespace
+# ("banger"): the bridge, TAPs, DNS and VMMs live there, away from the
+# host's network (guests reach the daemon's DNS but nothing else).
+if [ ! -e /etc/banger/config.toml ]; then
+	sed 's/^netns = ""/netns = "banger"/' packaging/config.toml > /etc/banger/config.toml
+	chmod 0644 /etc/banger/config.toml
+fi
 
 if [ -d /run/systemd/system ]; then
 	echo "== starting banger.service"
@@ -46,7 +52,23 @@ if ! banger kernel ls -o json | grep -q '"default": true'; then
 fi
 echo "== banger kernel ls"
 banger kernel ls
+
+# A small base image from Debian's busybox-static package.
+if ! banger image ls -o json | grep -q '"name": "busybox"'; then
+	echo "== making the busybox base image"
+	bdir=$(mktemp -d)
+	scripts/base-image.sh "$bdir/rootfs"
+	banger image import "$bdir/rootfs" --name busybox
+	rm -rf "$bdir"
+fi
 echo "== banger image ls"
 banger image ls
+
+echo "== a VM: create, exec, rm"
+banger rm --force demo >/dev/null 2>&1 || true
+banger create --image busybox --name demo
+banger exec demo -- /bin/sh -c 'echo "hello from $(hostname): $(uname -sr), $(nproc) vCPUs"; ip -4 -o addr show eth0; cat /etc/resolv.conf'
+banger ls
+banger rm --force demo
 echo "== banger ls"
 banger ls
