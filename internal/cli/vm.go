@@ -59,6 +59,7 @@ func (a *app) createCommand() *cobra.Command {
 	f.IntVar(&p.VCPUs, "cpus", 0, "vCPUs (default: vm_vcpus from the config)")
 	f.IntVar(&p.MemoryMiB, "mem", 0, "memory in MiB (default: vm_memory_mib from the config)")
 	f.IntVar(&p.DiskGiB, "disk", 0, "disk size in GiB (default: the image's size)")
+	f.BoolVar(&p.Entrypoint, "entrypoint", false, "start the image's own entrypoint at boot (output on the serial console)")
 	f.BoolVar(&noWait, "no-wait", false, "return once the create has started")
 	f.BoolVar(&cancelOnInterrupt, "cancel-on-interrupt", false, "cancel the create on Ctrl-C")
 	cmd.MarkFlagRequired("image")

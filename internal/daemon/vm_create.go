@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"net/netip"
@@ -23,6 +24,17 @@ import (
 	"banger/internal/rpc"
 	"banger/internal/store"
 )
+
+// vmOptions are a VM's settings kept in the row's options_json.
+type vmOptions struct {
+	Entrypoint bool `json:"entrypoint,omitempty"`
+}
+
+func optionsOf(vm store.VM) vmOptions {
+	var o vmOptions
+	json.Unmarshal(vm.Options, &o)
+	return o
+}
 
 func parsePrefix(s string) (netip.Prefix, error) {
 	p, err := netip.ParsePrefix(s)
@@ -112,9 +124,14 @@ func (m *vmManager) create(ctx context.Context, call *rpc.Call) (rpc.VMStarted, 
 		return rpc.VMStarted{}, err
 	}
 
+	opts, err := json.Marshal(vmOptions{Entrypoint: p.Entrypoint})
+	if err != nil {
+		return rpc.VMStarted{}, err
+	}
 	vm, ip, err := m.record(ctx, store.VM{
 		Name: p.Name, ImageID: im.ID, KernelID: kernel.ID, State: store.VMCreated,
 		VCPUs: p.VCPUs, MemoryMiB: p.MemoryMiB, DiskBytes: disk, VMM: store.VMM(m.vmm),
+		Options: opts,
 	}, n)
 	if err != nil {
 		return rpc.VMStarted{}, err
@@ -212,12 +229,10 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, im store.Image, k sto
 	m.handles.put(vm.ID, h)
 
 	report(opstate.Progress{Phase: "disk", Message: "copy-on-write disk from " + im.Name})
-	strategy, err := vmdisk.Clone(ctx, m.layout.ImageRootfs(im.ID), h.DiskPath)
-	if err != nil {
+	if err := m.makeDisk(ctx, vm.ID, im, h); err != nil {
 		return fmt.Errorf("make the disk: %w", err)
 	}
-	h.DiskKind = string(strategy)
-	if vm.DiskBytes > im.SizeBytes {
+	if vm.DiskBytes > im.SizeBytes && h.DiskKind != string(vmdisk.StrategyDMSnap) {
 		if err := vmdisk.Grow(ctx, m.runner, h.DiskPath, vm.DiskBytes); err != nil {
 			return fmt.Errorf("grow the disk: %w", err)
 		}
@@ -227,6 +242,7 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, im store.Image, k sto
 	}
 
 	report(opstate.Progress{Phase: "network", Message: ip.String()})
+	var err error
 	if h.TAP, err = n.TAPs().Acquire(vm.ID); err != nil {
 		return fmt.Errorf("get a TAP: %w", err)
 	}
@@ -252,6 +268,7 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, im store.Image, k sto
 		Cmdline: guestCmdline(guestParams{
 			Addr: g.Addr.String(), Gateway: g.Gateway.String(), DNS: g.DNS.String(),
 			Hostname: vm.Name, Domain: g.Domain, AuthKey: authKey, MTU: g.MTU,
+			Entrypoint: optionsOf(vm).Entrypoint,
 		}),
 		Disk:       h.DiskPath,
 		TAP:        h.TAP,

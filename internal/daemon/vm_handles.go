@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"banger/internal/daemon/dmsnap"
 )
 
 // vmProcess is a running VMM, QEMU or Firecracker.
@@ -31,6 +33,8 @@ type vmHandles struct {
 	ConsoleLog string     `json:"console_log"`
 	DiskPath   string     `json:"disk"`
 	DiskKind   string     `json:"disk_strategy"`
+	// DMSnap holds the device-mapper objects of a dmsnap disk.
+	DMSnap *dmsnap.Handles `json:"dmsnap,omitempty"`
 
 	proc    vmProcess     `json:"-"`
 	hostKey ssh.PublicKey `json:"-"`

@@ -81,6 +81,11 @@ func (m *vmManager) destroy(ctx context.Context, id string) error {
 			}
 		}
 	}
+	if ok {
+		if err := m.releaseDisk(ctx, id, h); err != nil {
+			errs = append(errs, fmt.Errorf("release the disk: %w", err))
+		}
+	}
 	if err := os.RemoveAll(m.layout.VMDir(id)); err != nil {
 		errs = append(errs, err)
 	}

@@ -117,6 +117,9 @@ func guestCmdline(g guestParams) string {
 	if g.MTU > 0 {
 		parts = append(parts, fmt.Sprintf("banger.mtu=%d", g.MTU))
 	}
+	if g.Entrypoint {
+		parts = append(parts, "banger.entrypoint=1")
+	}
 	return strings.Join(parts, " ")
 }
 
@@ -124,4 +127,5 @@ type guestParams struct {
 	Addr, Gateway, DNS, Hostname, Domain string
 	AuthKey                              string // base64 of one authorized_keys line
 	MTU                                  int
+	Entrypoint                           bool
 }

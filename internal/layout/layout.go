@@ -16,6 +16,7 @@
 //	    initrd.img         optional initramfs
 //	  vms/ID/              one directory per VM
 //	    disk.ext4          the VM's copy-on-write disk (reflink/sparse copy strategies)
+//	    disk.cow           the snapshot's exception store (dmsnap strategy)
 //	    handles.json       transient host handles (PID, TAP, loop, dm) for reconciliation
 //	    console.log        serial console output
 //	    vmm.sock           Firecracker API socket or QEMU QMP socket
@@ -70,6 +71,7 @@ func (l Layout) KernelInitrd(id string) string { return filepath.Join(l.KernelDi
 func (l Layout) VMsDir() string                { return filepath.Join(l.Root, "vms") }
 func (l Layout) VMDir(id string) string        { return filepath.Join(l.VMsDir(), id) }
 func (l Layout) VMDisk(id string) string       { return filepath.Join(l.VMDir(id), "disk.ext4") }
+func (l Layout) VMCOW(id string) string        { return filepath.Join(l.VMDir(id), "disk.cow") }
 func (l Layout) VMHandles(id string) string    { return filepath.Join(l.VMDir(id), "handles.json") }
 func (l Layout) VMConsoleLog(id string) string { return filepath.Join(l.VMDir(id), "console.log") }
 func (l Layout) VMMSocket(id string) string    { return filepath.Join(l.VMDir(id), "vmm.sock") }

@@ -318,6 +318,9 @@ type VMCreateParams struct {
 	VCPUs     int    `json:"vcpus,omitempty"`
 	MemoryMiB int    `json:"memory_mib,omitempty"`
 	DiskGiB   int    `json:"disk_gib,omitempty"`
+	// Entrypoint has the guest init start the image's own entrypoint+cmd
+	// at boot (its output goes to the serial console).
+	Entrypoint bool `json:"entrypoint,omitempty"`
 }
 
 // VMStarted answers vm.create: the operation that boots the VM.
