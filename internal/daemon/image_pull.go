@@ -243,6 +243,9 @@ func shortDigest(d string) string {
 // ext4 at out sized to the content plus the configured headroom.
 func (m *imageManager) finalize(ctx context.Context, root string, cfg imagemgr.ImageConfig, out string) (int64, error) {
 	t0 := time.Now()
+	if err := m.checkInit(m.initBinary); err != nil {
+		return 0, err
+	}
 	if err := imagemgr.PrepareGuestRoot(root, m.initBinary); err != nil {
 		return 0, err
 	}

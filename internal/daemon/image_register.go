@@ -62,6 +62,9 @@ func (m *imageManager) registerImage(ctx context.Context, call *rpc.Call, files 
 			return store.Image{}, fmt.Errorf("%s: %w", p.Rootfs, err)
 		}
 		report(opstate.Progress{Phase: "finalize", Message: "injecting the guest init"})
+		if err := m.checkInit(m.initBinary); err != nil {
+			return store.Image{}, err
+		}
 		if err := imagemgr.InjectInitExt4(ctx, m.runner, out, m.initBinary); err != nil {
 			return store.Image{}, err
 		}

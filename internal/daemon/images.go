@@ -47,6 +47,9 @@ type imageManager struct {
 	// in order into root; it returns the image's manifest digest and
 	// config.
 	pullAndFlatten func(ctx context.Context, req pullRequest, root string, report func(opstate.Progress)) (pulledImage, error)
+	// checkInit vets the init binary before it goes into an image;
+	// checkStaticInit unless a test injects a stand-in init.
+	checkInit func(path string) error
 	// finalizePulledRootfs injects the guest init and the image's config
 	// (/.banger/image.json, what the init runs as the entrypoint) into
 	// root and builds the ext4 at out; it returns the image's size.
@@ -68,6 +71,7 @@ func newImageManager(d *Daemon, initBinary string) *imageManager {
 	m.transport = m.policy.transport(http.DefaultTransport)
 	m.pullAndFlatten = m.pullAndFlattenRemote
 	m.finalizePulledRootfs = m.finalize
+	m.checkInit = checkStaticInit
 	return m
 }
 

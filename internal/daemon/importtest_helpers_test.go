@@ -68,6 +68,7 @@ func impStart(t *testing.T, cfg config.Config, exe string) *running {
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
+	allowStandInInit(d)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{d: d, cfg: cfg, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- d.Serve(ctx) }()

@@ -211,6 +211,7 @@ func (m *vmManager) record(ctx context.Context, vm store.VM, n *vmnet.Network) (
 
 // boot does the host work of a create; the caller holds vmLocks[vm.ID].
 func (m *vmManager) boot(ctx context.Context, vm store.VM, im store.Image, k store.Kernel, ip netip.Addr, n *vmnet.Network, report func(opstate.Progress)) error {
+	t0 := time.Now()
 	// Record intent before touching the host.
 	if _, err := m.store.SetVMState(ctx, vm.ID, store.VMStarting, ""); err != nil {
 		return err
@@ -257,6 +258,7 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, im store.Image, k sto
 	g := n.GuestNet(vm.ID, ip)
 
 	report(opstate.Progress{Phase: "boot", Message: m.vmm})
+	tLaunch := time.Now()
 	kernelInitrd := ""
 	if k.HasInitrd {
 		kernelInitrd = m.layout.KernelInitrd(k.ID)
@@ -288,13 +290,17 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, im store.Image, k sto
 		return err
 	}
 
+	tLaunched := time.Now()
 	report(opstate.Progress{Phase: "ssh", Message: "waiting for the guest"})
 	bctx, cancel := context.WithTimeout(ctx, m.config.BootTimeout.Std())
 	defer cancel()
 	hostKey, err := guest.WaitForHostKey(bctx, h.ConsoleLog, proc.Done(), 50*time.Millisecond)
 	if err != nil {
-		return err
+		// The VM's directory goes with the failed create: keep the end
+		// of its console in the error, where the user sees it.
+		return fmt.Errorf("%w; the console's last lines:\n%s", err, consoleTail(h.ConsoleLog, 15))
 	}
+	tHostKey := time.Now()
 	h.hostKey = hostKey
 	h.HostKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hostKey)))
 	client, err := m.guestWaitForSSH(bctx, m.target(h))
@@ -302,15 +308,39 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, im store.Image, k sto
 		return err
 	}
 	client.Close()
+	tSSH := time.Now()
 	if err := writeHandles(m.layout.VMHandles(vm.ID), h); err != nil {
 		return err
 	}
 	if err := n.DNS().Register(vm.Name, ip); err != nil {
 		return fmt.Errorf("register %s in DNS: %w", vm.Name, err)
 	}
-	return m.updateVM(ctx, vm.ID, func(v *store.VM) {
+	err = m.updateVM(ctx, vm.ID, func(v *store.VM) {
 		v.State, v.StartedAt, v.StateReason = store.VMRunning, time.Now(), ""
 	})
+	// The daemon's own share of a create is prepare + vmm_start + finish;
+	// guest_boot (VMM spawn to the host key on the console) and ssh are the
+	// guest's. bench/ reads this line.
+	m.logger.Info("vm created", "vm", vm.Name, "vmm", m.vmm, "disk", h.DiskKind,
+		"prepare", tLaunch.Sub(t0), "vmm_start", tLaunched.Sub(tLaunch),
+		"guest_boot", tHostKey.Sub(tLaunched), "ssh", tSSH.Sub(tHostKey), "finish", time.Since(tSSH))
+	return err
+}
+
+// consoleTail returns the last n lines of a console log.
+func consoleTail(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "(no console log: " + err.Error() + ")"
+	}
+	if len(data) > 64<<10 {
+		data = data[len(data)-64<<10:]
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // updateVM applies change to the VM's current row.

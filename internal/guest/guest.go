@@ -100,7 +100,7 @@ func WaitForHostKey(ctx context.Context, path string, exited <-chan struct{}, ev
 		case <-ctx.Done():
 			return nil, fmt.Errorf("the guest announced no SSH host key on its console: %w", ctx.Err())
 		case <-exited:
-			return nil, fmt.Errorf("the VM exited before its init announced an SSH host key (see its console log)")
+			return nil, fmt.Errorf("the VM exited before its init announced an SSH host key")
 		case <-time.After(every):
 		}
 	}

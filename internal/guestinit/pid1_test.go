@@ -73,7 +73,20 @@ func TestInitAsPID1(t *testing.T) {
 		Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWNET | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
 		Pdeathsig:  syscall.SIGKILL,
 	}
-	if err := cmd.Start(); err != nil {
+	// Pdeathsig fires when the thread that started the child ends, and Go
+	// ends threads (dialInNetns's, for one): start it from a thread held
+	// for the whole test.
+	started, release := make(chan error), make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		err := cmd.Start()
+		started <- err
+		if err == nil {
+			<-release
+		}
+	}()
+	if err := <-started; err != nil {
 		t.Skipf("cannot create namespaces here: %v", err)
 	}
 	exited := make(chan error, 1)
@@ -85,6 +98,7 @@ func TestInitAsPID1(t *testing.T) {
 			cmd.Process.Kill()
 			<-exited
 		}
+		close(release)
 		if setupOut.Len() > 0 {
 			t.Logf("setup output:\n%s", setupOut.String())
 		}
@@ -216,8 +230,7 @@ func waitConsole(t *testing.T, console *syncBuffer, exited chan error, re *regex
 	}
 }
 
-// dialInNetns connects to addr from inside pid's network namespace, on a
-// thread that is thrown away afterwards.
+// dialInNetns connects to addr from inside pid's network namespace.
 func dialInNetns(pid int, addr string) (net.Conn, error) {
 	type res struct {
 		c   net.Conn
@@ -225,7 +238,13 @@ func dialInNetns(pid int, addr string) (net.Conn, error) {
 	}
 	ch := make(chan res, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with this goroutine
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			ch <- res{nil, err}
+			return // the thread stays locked and ends with this goroutine
+		}
+		defer orig.Close()
 		ns, err := netns.GetFromPid(pid)
 		if err != nil {
 			ch <- res{nil, err}
@@ -238,6 +257,9 @@ func dialInNetns(pid int, addr string) (net.Conn, error) {
 		}
 		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 		ch <- res{c, err}
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread() // else the thread, in the wrong namespace, ends with us
+		}
 	}()
 	r := <-ch
 	return r.c, r.err
