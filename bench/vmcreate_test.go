@@ -216,9 +216,9 @@ func plainQEMUBoot(b *testing.B, kdir, image string) time.Duration {
 	console := filepath.Join(dir, "console.log")
 	cfg := qemu.Config{
 		ID: "bench", Kernel: filepath.Join(kdir, "vmlinux"), Initrd: filepath.Join(kdir, "initrd"),
-		Cmdline:   qemu.BaseCmdline() + " root=/dev/vda rw init=/bench-init",
-		Disks:     []qemu.Disk{{Path: disk}},
-		VCPUs:     2, MemoryMiB: 256, Accel: qemu.AccelTCG, TSCkHz: tsc,
+		Cmdline: qemu.BaseCmdline() + " root=/dev/vda rw init=/bench-init",
+		Disks:   []qemu.Disk{{Path: disk}},
+		VCPUs:   2, MemoryMiB: 256, Accel: qemu.AccelTCG, TSCkHz: tsc,
 		ConsoleLog: console, QMPSocket: filepath.Join(dir, "qmp.sock"),
 	}
 	argv, err := qemu.Argv(cfg)
