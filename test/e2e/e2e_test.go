@@ -103,7 +103,7 @@ type env struct {
 	netns  string
 	args   []string
 	daemon *exec.Cmd
-	log    *bytes.Buffer
+	log    *syncBuffer
 }
 
 func newEnv(t *testing.T, extraConfig string) *env {
@@ -114,7 +114,7 @@ func newEnv(t *testing.T, extraConfig string) *env {
 		t.Fatal(err)
 	}
 	os.Chmod(dir, 0o755)
-	e := &env{t: t, bin: bin, dir: dir, netns: "bge-" + randHex(4), log: &bytes.Buffer{}}
+	e := &env{t: t, bin: bin, dir: dir, netns: "bge-" + randHex(4), log: &syncBuffer{}}
 	t.Cleanup(e.cleanup)
 	cfg := fmt.Sprintf("group = \"root\"\nnetns = %q\ndns_upstreams = [\"127.0.0.1:53\"]\ntap_pool_size = 1\nvm_vcpus = 2\nvm_memory_mib = 256\nimage_headroom_mib = 32\nboot_timeout = \"150s\"\n%s", e.netns, extraConfig)
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o644); err != nil {
@@ -288,6 +288,23 @@ func TestQEMUBackend(t *testing.T) {
 		t.Errorf("exec -i cat: %q, %v", b, err)
 	}
 
+	// Ctrl-C in the CLI reaches the command as SIGINT; its exit status
+	// comes back.
+	intOut := &syncBuffer{}
+	intCmd := exec.Command(e.bin, append(append([]string{}, e.args...), "exec", "alpha", "--", "/bin/probe", "wait-int")...)
+	intCmd.Stdout = intOut
+	if err := intCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 300 && !strings.Contains(intOut.String(), "waiting"); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	intCmd.Process.Signal(syscall.SIGINT)
+	intCmd.Wait()
+	if code := intCmd.ProcessState.ExitCode(); code != 42 || !strings.Contains(intOut.String(), "got SIGINT") {
+		t.Errorf("exec after Ctrl-C: exit %d, output %q; want 42 and the guest command seeing SIGINT", code, intOut.String())
+	}
+
 	// A second VM resolves the first by name.
 	_, idB, took := e.create("beta")
 	t.Logf("create beta took %v", took.Round(10*time.Millisecond))
@@ -386,4 +403,22 @@ func TestFirecrackerPathThroughShim(t *testing.T) {
 	if pidAlive(pid) {
 		t.Errorf("the shim (pid %d) survived rm", pid)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe to read while a process writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -17,6 +17,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"time"
@@ -67,6 +68,17 @@ func main() {
 		}
 	case "cat":
 		io.Copy(os.Stdout, os.Stdin)
+	case "wait-int":
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt)
+		fmt.Println("waiting")
+		select {
+		case <-sig:
+			fmt.Println("got SIGINT")
+			os.Exit(42)
+		case <-time.After(60 * time.Second):
+			os.Exit(1)
+		}
 	default:
 		fmt.Fprintln(os.Stderr, "unknown probe", os.Args[1])
 		os.Exit(2)
