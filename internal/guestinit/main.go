@@ -6,11 +6,16 @@ import (
 	"path/filepath"
 )
 
-// IsGuestInit reports whether this process is the guest init: PID 1, or
-// started as /.banger/init (then Main runs the built-ins as commands).
-// Beware: banger run as PID 1 of a container also counts as PID 1.
+// IsGuestInit reports whether this process is the guest init: started as
+// /.banger/init (as PID 1 it boots the guest; otherwise Main runs the
+// built-ins as commands).
+//
+// Only argv[0] decides, never being PID 1 alone: banger run as PID 1 of a
+// container (the daemon, say) must not mistake itself for a guest's init.
+// The kernel (init=/.banger/init) and the initrd's switch_root both start
+// the init with argv[0] = /.banger/init.
 func IsGuestInit() bool {
-	return os.Getpid() == 1 || isInitPath(os.Args[0])
+	return isInitPath(os.Args[0])
 }
 
 func isInitPath(arg0 string) bool {

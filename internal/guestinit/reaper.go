@@ -81,13 +81,8 @@ func (r *Reaper) Start(start func() (int, error)) (int, <-chan unix.WaitStatus, 
 	r.mu.Lock()
 	r.waiters[pid] = ch
 	r.mu.Unlock()
-	// A SIGCHLD that came before the registration has been handled by then
-	// (reap waits for startMu), but was not seen by this waiter only if the
-	// loop ran in between; cheap to rule out: ask for one more pass.
-	select {
-	case r.sigs <- unix.SIGCHLD:
-	default:
-	}
+	// If the child already exited, its SIGCHLD woke the loop, whose reap
+	// is waiting for startMu: it will find this waiter.
 	return pid, ch, nil
 }
 
