@@ -126,12 +126,16 @@ func runInit() {
 	if err != nil {
 		fatal(con, log, srv, "listening on port 22", err)
 	}
+	listenMS := since()
 	// READY promises a client can connect: wait for the NIC.
 	if err := <-netDone; err != nil {
 		log.Error("network", "err", err)
 	}
 	log.Debug("network configured", "ms", since())
-	con.marker(MarkerReady, since())
+	// READY <ms to ready> listen=<ms to SSH listening>: the first is the
+	// init's start to a client being able to connect (the NIC up), the
+	// second its own start-up to SSH listening on port 22.
+	con.marker(MarkerReady, since(), fmt.Sprintf("listen=%d", listenMS))
 	go func() {
 		defer srv.recoverLog("ssh server")
 		if err := srv.Serve(l); err != nil {
