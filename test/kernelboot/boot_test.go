@@ -13,21 +13,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"banger/internal/daemon/qemu"
+	"banger/internal/testing/guestboot"
+	"banger/internal/testing/guestkernel"
 )
 
 // bootTimeout bounds one boot; TCG on a loaded host is slow, an idle one
 // boots in about 2 s.
 const bootTimeout = 120 * time.Second
-
-// skipOrFail skips with reason, or fails when BANGER_TEST_REQUIRE_QEMU=1
-// says this host must run the boot.
-func skipOrFail(t *testing.T, reason string) {
-	t.Helper()
-	if os.Getenv("BANGER_TEST_REQUIRE_QEMU") == "1" {
-		t.Fatalf("BANGER_TEST_REQUIRE_QEMU=1 but %s", reason)
-	}
-	t.Skip("skipping the QEMU boot: " + reason)
-}
 
 // TestBootQEMUMicrovm builds (or reuses) the guest kernel and initrd, makes
 // a raw ext4 root disk whose /sbin/init is a small Go program, boots it
@@ -37,32 +31,33 @@ func TestBootQEMUMicrovm(t *testing.T) {
 		t.Skip("skipping the QEMU boot in -short mode")
 	}
 	if uid := os.Getuid(); uid != 0 {
-		skipOrFail(t, fmt.Sprintf("needs root (building the kernel runs apt-get; uid is %d)", uid))
+		guestboot.SkipOrFail(t, "the QEMU boot", fmt.Sprintf("needs root (building the kernel runs apt-get; uid is %d)", uid))
 	}
-	qemu, err := exec.LookPath("qemu-system-x86_64")
+	qemuBin, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
-		skipOrFail(t, "qemu-system-x86_64 is not installed (Debian package qemu-system-x86)")
+		guestboot.SkipOrFail(t, "the QEMU boot", "qemu-system-x86_64 is not installed (Debian package qemu-system-x86)")
 	}
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		skipOrFail(t, "mkfs.ext4 is not installed (Debian package e2fsprogs)")
+		guestboot.SkipOrFail(t, "the QEMU boot", "mkfs.ext4 is not installed (Debian package e2fsprogs)")
 	}
-	if v, err := exec.Command(qemu, "--version").Output(); err == nil {
-		t.Logf("qemu: %s (%s)", qemu, strings.SplitN(string(v), "\n", 2)[0])
+	if v, err := exec.Command(qemuBin, "--version").Output(); err == nil {
+		t.Logf("qemu: %s (%s)", qemuBin, strings.SplitN(string(v), "\n", 2)[0])
 	}
 
-	kdir := kernelDir(t)
-	info := readKernelInfo(t, kdir)
+	kdir := guestkernel.Dir(t)
+	t.Logf("kernel: using %s", kdir)
+	info := guestkernel.Info(t, kdir)
 	t.Logf("kernel: %s from %s %s", info["kernel_version"], info["package"], info["package_version"])
 
 	work := t.TempDir()
-	img := makeRootImage(t, work)
+	img := guestboot.RootImage(t, work, guestInitSource, map[string]string{"etc/hostname": "kernelboot\n"})
 
 	cmdline := "console=ttyS0 root=/dev/vda rw init=/sbin/init panic=-1 quiet"
-	if khz, src := hostTSCkHz(); khz > 0 {
+	if khz, err := qemu.HostTSCkHz(); err == nil {
 		cmdline += fmt.Sprintf(" tsc_early_khz=%d", khz)
-		t.Logf("tsc_early_khz=%d (from %s)", khz, src)
+		t.Logf("tsc_early_khz=%d (from qemu.HostTSCkHz)", khz)
 	} else {
-		t.Logf("warning: host TSC frequency unknown; booting without tsc_early_khz (may hang on a busy host)")
+		t.Logf("warning: %v; booting without tsc_early_khz (may hang on a busy host)", err)
 	}
 	timeout := bootTimeout
 	if dl, ok := t.Deadline(); ok {
@@ -72,9 +67,9 @@ func TestBootQEMUMicrovm(t *testing.T) {
 	}
 
 	serial := filepath.Join(work, "serial.log")
-	res := bootQEMU(t, qemu, kdir, img, cmdline, serial, timeout)
+	res := bootQEMU(t, qemuBin, kdir, img, cmdline, serial, timeout)
 	diag := fmt.Sprintf("accel tcg, cmdline %q\n--- QEMU output:\n%s\n--- serial console (last 40 lines):\n%s",
-		cmdline, strings.TrimSpace(res.stderr), lastLines(res.serial, 40))
+		cmdline, strings.TrimSpace(res.stderr), guestboot.LastLines(res.serial, 40))
 	if res.timedOut {
 		t.Fatalf("QEMU did not exit within %v; killed it\n%s", timeout, diag)
 	}
@@ -105,11 +100,11 @@ func TestBootQEMUMicrovm(t *testing.T) {
 // only a built kernel (BANGER_TEST_KERNEL_DIR or the cache the boot test
 // fills); it skips without one.
 func TestKernelArtifacts(t *testing.T) {
-	kdir := existingKernelDir(t)
+	kdir := guestkernel.Existing(t)
 	if kdir == "" {
-		t.Skipf("no built kernel: set BANGER_TEST_KERNEL_DIR or run the boot test as root to fill %s", cacheDir(t))
+		t.Skipf("no built kernel: set BANGER_TEST_KERNEL_DIR or run the boot test as root to fill %s", guestkernel.CacheDir(t))
 	}
-	info := readKernelInfo(t, kdir)
+	info := guestkernel.Info(t, kdir)
 	kver := info["kernel_version"]
 	if kver == "" || info["package"] == "" || info["package_version"] == "" {
 		t.Errorf("kernel.txt lacks kernel_version, package or package_version: %v", info)

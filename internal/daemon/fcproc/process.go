@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+
+	"banger/internal/system"
 )
 
 // Process is a running Firecracker started by Start.
@@ -16,7 +18,7 @@ type Process struct {
 	sock   string // the API socket on the host
 	client *Client
 	cmd    *exec.Cmd
-	out    *tailWriter // Firecracker's stdout and stderr, or their tail
+	out    *system.TailBuffer // Firecracker's stdout and stderr, or their tail
 
 	done     chan struct{} // closed once, when Firecracker has exited and been reaped
 	exitCode int           // set before done is closed

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"banger/internal/errdefs"
+	"banger/internal/system"
 )
 
 // Polling of the API socket while Firecracker starts.
@@ -39,7 +40,7 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	}
 
 	p := &Process{id: cfg.ID, argv: argv, sock: sock, client: NewClient(sock), done: make(chan struct{})}
-	p.out = &tailWriter{}
+	p.out = &system.TailBuffer{}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
 	if cfg.ConsoleLog != "" {
@@ -48,7 +49,7 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 			return nil, fmt.Errorf("starting VM %s: console log: %w", cfg.ID, err)
 		}
 		defer f.Close() // Firecracker holds its own copy
-		p.out.path = cfg.ConsoleLog
+		p.out.Path = cfg.ConsoleLog
 		cmd.Stdout, cmd.Stderr = f, f
 	} else {
 		cmd.Stdout, cmd.Stderr = p.out, p.out

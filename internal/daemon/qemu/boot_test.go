@@ -2,8 +2,6 @@ package qemu
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"banger/internal/testing/guestboot"
 )
 
 // These tests boot the real guest kernel under QEMU (TCG on a host
@@ -39,7 +39,7 @@ func TestBootShutdown(t *testing.T) {
 	toReady := time.Since(start)
 	t.Logf("guest: %s", line)
 	for key, want := range map[string]string{"vda_ro": "1", "vdb_ro": "0", "mac": "none", "cad": "ok"} {
-		if got := field(line, key); got != want {
+		if got := guestboot.Field(line, key); got != want {
 			t.Errorf("guest reports %s=%s, want %s", key, got, want)
 		}
 	}
@@ -61,7 +61,7 @@ func TestBootShutdown(t *testing.T) {
 	}
 	console, _ := os.ReadFile(cfg.ConsoleLog)
 	if !strings.Contains(string(console), sigintMarker) {
-		t.Errorf("the guest init never saw SIGINT; console:\n%s", lastLines(console, 20))
+		t.Errorf("the guest init never saw SIGINT; console:\n%s", guestboot.LastLines(string(console), 20))
 	}
 	if _, err := os.Stat(cfg.QMPSocket); err == nil {
 		t.Errorf("QEMU left its QMP socket %s", cfg.QMPSocket)
@@ -122,10 +122,10 @@ func TestBootNICInNamespace(t *testing.T) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		skipOrFail(t, "ip is not installed (Debian package iproute2)")
 	}
-	ns := newNetNS(t)
+	ns := guestboot.NewNetNS(t, "bgq")
 	const tap, mac = "bgqtap0", "02:42:ac:1e:00:07"
-	run(t, "ip", "-n", ns, "tuntap", "add", "dev", tap, "mode", "tap")
-	run(t, "ip", "-n", ns, "link", "set", tap, "up")
+	guestboot.Run(t, "ip", "-n", ns, "tuntap", "add", "dev", tap, "mode", "tap")
+	guestboot.Run(t, "ip", "-n", ns, "link", "set", tap, "up")
 
 	cfg := guestConfig(t, "boot-nic")
 	cfg.NetNS = ns
@@ -135,7 +135,7 @@ func TestBootNICInNamespace(t *testing.T) {
 	line := waitConsole(t, p, cfg.ConsoleLog, readyMarker)
 	toReady := time.Since(start)
 	t.Logf("guest: %s", line)
-	if got := field(line, "mac"); got != mac {
+	if got := guestboot.Field(line, "mac"); got != mac {
 		t.Errorf("guest eth0 MAC %q, want %q", got, mac)
 	}
 
@@ -196,29 +196,6 @@ func TestRealQEMUFailsEarly(t *testing.T) {
 	t.Logf("Start: %v", err)
 	if !strings.Contains(err.Error(), "exited during start-up") || !strings.Contains(err.Error(), DefaultBinary+":") {
 		t.Errorf("error %q does not carry QEMU's own message", err)
-	}
-}
-
-// newNetNS makes a network namespace bgq-<random> and deletes it when the
-// test ends (after the test's QEMU is gone: cleanups run last-in first-out).
-func newNetNS(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 4)
-	rand.Read(b)
-	ns := "bgq-" + hex.EncodeToString(b)
-	run(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "delete", ns).CombinedOutput(); err != nil {
-			t.Errorf("ip netns delete %s: %v\n%s", ns, err, out)
-		}
-	})
-	return ns
-}
-
-func run(t *testing.T, argv ...string) {
-	t.Helper()
-	if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+
+	"banger/internal/system"
 )
 
 // Process is a running QEMU started by Start.
@@ -15,7 +17,7 @@ type Process struct {
 	id   string
 	argv []string
 	cmd  *exec.Cmd
-	out  *tailWriter // QEMU's stdout and stderr, or their tail
+	out  *system.TailBuffer // QEMU's stdout and stderr, or their tail
 
 	done     chan struct{} // closed once, when QEMU has exited and been reaped
 	exitCode int           // set before done is closed

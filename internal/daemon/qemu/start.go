@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"banger/internal/errdefs"
+	"banger/internal/system"
 )
 
 // qmpPoll is how often Start tries the QMP socket while QEMU starts.
@@ -49,7 +50,7 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	}
 
 	p := &Process{id: cfg.ID, argv: argv, sock: cfg.QMPSocket, done: make(chan struct{})}
-	p.out = &tailWriter{}
+	p.out = &system.TailBuffer{}
 	var logFile *os.File
 	if cfg.LogFile != "" {
 		logFile, err = os.OpenFile(cfg.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
@@ -57,9 +58,9 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 			return nil, fmt.Errorf("starting VM %s: %w", cfg.ID, err)
 		}
 		defer logFile.Close() // QEMU holds its own copy
-		p.out.path = cfg.LogFile
+		p.out.Path = cfg.LogFile
 		if st, err := logFile.Stat(); err == nil {
-			p.out.start = st.Size()
+			p.out.From = st.Size()
 		}
 	}
 

@@ -2,8 +2,6 @@ package fcshim
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"io"
 	"net"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	"banger/internal/daemon/fcproc"
+	"banger/internal/testing/guestboot"
 )
 
 // These tests run the fcshim binary the way banger runs Firecracker:
@@ -54,15 +53,15 @@ func bootConfig(t *testing.T, id string) (fcproc.Config, fcproc.MachineConfig) {
 	dir := t.TempDir()
 	cfg := fcproc.Config{
 		ID:         id,
-		Binary:     g.shim,
+		Binary:     g.Shim,
 		APISocket:  filepath.Join(dir, "fc.sock"),
 		ConsoleLog: filepath.Join(dir, "console.log"),
 	}
 	mc := fcproc.MachineConfig{
 		Logger:     &fcproc.Logger{LogPath: filepath.Join(dir, "fc.log"), Level: fcproc.LogLevelInfo},
 		Machine:    fcproc.MachineConfiguration{VCPUCount: 2, MemSizeMiB: 256},
-		BootSource: fcproc.BootSource{KernelImagePath: g.kernel, InitrdPath: g.initrd, BootArgs: "console=ttyS0 reboot=k panic=1 quiet"},
-		Drives:     []fcproc.Drive{{DriveID: "rootfs", PathOnHost: g.root, IsRootDevice: true, IsReadOnly: true}},
+		BootSource: fcproc.BootSource{KernelImagePath: g.Kernel, InitrdPath: g.Initrd, BootArgs: "console=ttyS0 reboot=k panic=1 quiet"},
+		Drives:     []fcproc.Drive{{DriveID: "rootfs", PathOnHost: g.Root, IsRootDevice: true, IsReadOnly: true}},
 	}
 	return cfg, mc
 }
@@ -98,7 +97,7 @@ func TestShimBootShutdown(t *testing.T) {
 	toReady := time.Since(start)
 	t.Logf("guest: %s", line)
 	for key, want := range map[string]string{"vda_ro": "1", "vdb_ro": "0", "mac": "none", "cad": "ok"} {
-		if got := markerField(line, key); got != want {
+		if got := guestboot.Field(line, key); got != want {
 			t.Errorf("guest reports %s=%s, want %s", key, got, want)
 		}
 	}
@@ -134,7 +133,7 @@ func TestShimBootShutdown(t *testing.T) {
 	}
 	console, _ := os.ReadFile(cfg.ConsoleLog)
 	if !strings.Contains(string(console), sigintMarker) {
-		t.Errorf("the guest init never saw SIGINT; console:\n%s", lastLines(console, 20))
+		t.Errorf("the guest init never saw SIGINT; console:\n%s", guestboot.LastLines(string(console), 20))
 	}
 	if syscall.Kill(qpid, 0) != syscall.ESRCH {
 		t.Errorf("QEMU (pid %d) still exists after the shim exited", qpid)
@@ -163,10 +162,10 @@ func TestShimNICInNamespace(t *testing.T) {
 			skipOrFail(t, tool+" is not installed (Debian packages iproute2, util-linux)")
 		}
 	}
-	ns := newNetNS(t)
+	ns := guestboot.NewNetNS(t, "bgf")
 	const tap, mac = "bgftap0", "02:42:ac:1e:00:09"
-	runCmd(t, "ip", "-n", ns, "tuntap", "add", "dev", tap, "mode", "tap")
-	runCmd(t, "ip", "-n", ns, "link", "set", tap, "up")
+	guestboot.Run(t, "ip", "-n", ns, "tuntap", "add", "dev", tap, "mode", "tap")
+	guestboot.Run(t, "ip", "-n", ns, "link", "set", tap, "up")
 
 	cfg, mc := bootConfig(t, "shim-nic")
 	cfg.NetNS = ns
@@ -179,7 +178,7 @@ func TestShimNICInNamespace(t *testing.T) {
 	line := waitConsole(t, cfg.ConsoleLog, readyMarker, p.Exited)
 	toReady := time.Since(start)
 	t.Logf("guest: %s", line)
-	if got := markerField(line, "mac"); got != mac {
+	if got := guestboot.Field(line, "mac"); got != mac {
 		t.Errorf("guest eth0 MAC %q, want %q", got, mac)
 	}
 	qpid := findQEMU(cfg.ID)
@@ -295,30 +294,6 @@ func TestShimAPIOverSocket(t *testing.T) {
 	again := startShim(t, cfg)
 	if _, err := again.Info(ctx); err != nil {
 		t.Errorf("a second shim on the stale socket: %v", err)
-	}
-}
-
-// newNetNS makes a network namespace bgf-<random> and deletes it when the
-// test ends (after the shim and QEMU are gone: cleanups run last-in
-// first-out).
-func newNetNS(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 4)
-	rand.Read(b)
-	ns := "bgf-" + hex.EncodeToString(b)
-	runCmd(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "delete", ns).CombinedOutput(); err != nil {
-			t.Errorf("ip netns delete %s: %v\n%s", ns, err, out)
-		}
-	})
-	return ns
-}
-
-func runCmd(t *testing.T, argv ...string) {
-	t.Helper()
-	if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
 	}
 }
 

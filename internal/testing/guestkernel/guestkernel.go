@@ -63,6 +63,22 @@ func CacheDir(t testing.TB) string {
 	return filepath.Join(CacheRoot, "guest-kernel-"+hex.EncodeToString(sum[:])[:16])
 }
 
+// Existing returns BANGER_TEST_KERNEL_DIR, or the cache directory when it
+// holds a complete build; "" when neither: it builds nothing.
+func Existing(t testing.TB) string {
+	t.Helper()
+	if dir := os.Getenv("BANGER_TEST_KERNEL_DIR"); dir != "" {
+		if !complete(dir) {
+			t.Fatalf("BANGER_TEST_KERNEL_DIR=%s lacks one of %v", dir, Files)
+		}
+		return dir
+	}
+	if dir := CacheDir(t); complete(dir) {
+		return dir
+	}
+	return ""
+}
+
 var buildMu sync.Mutex
 
 // Dir returns a directory holding vmlinux, initrd and kernel.txt, building
@@ -72,16 +88,10 @@ func Dir(t testing.TB) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	if dir := os.Getenv("BANGER_TEST_KERNEL_DIR"); dir != "" {
-		if !complete(dir) {
-			t.Fatalf("BANGER_TEST_KERNEL_DIR=%s lacks one of %v", dir, Files)
-		}
+	if dir := Existing(t); dir != "" {
 		return dir
 	}
 	final := CacheDir(t)
-	if complete(final) {
-		return final
-	}
 	if err := os.MkdirAll(CacheRoot, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -109,4 +119,21 @@ func Dir(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return final
+}
+
+// Info parses the key=value lines of dir's kernel.txt (kernel_version,
+// package, package_version).
+func Info(t testing.TB, dir string) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "kernel.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			info[k] = v
+		}
+	}
+	return info
 }
