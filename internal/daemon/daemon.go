@@ -299,6 +299,14 @@ func (d *Daemon) dispatch(ctx context.Context, call *rpc.Call) (any, error) {
 		return d.vms.remove(ctx, call)
 	case rpc.MethodVMShow:
 		return d.vms.show(ctx, call)
+	case rpc.MethodVMStart:
+		return d.vms.start(ctx, call)
+	case rpc.MethodVMStop:
+		return d.vms.stop(ctx, call)
+	case rpc.MethodVMRestart:
+		return d.vms.restart(ctx, call)
+	case rpc.MethodVMLogs:
+		return d.vms.logs(ctx, call)
 	case rpc.MethodOpList:
 		return d.listOps(call)
 	case rpc.MethodOpGet:

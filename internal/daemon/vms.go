@@ -42,6 +42,11 @@ type vmManager struct {
 	// handles is the in-memory cache of each VM's transient host handles.
 	handles *handleCache
 
+	// ctx is the daemon's long-lived context (cancelled at shutdown);
+	// the exit watchers run under it and are counted by watchers.
+	ctx      context.Context
+	watchers sync.WaitGroup
+
 	// netMu guards net: the VM network is set up on first use, so a
 	// daemon that never runs a VM never touches the host's network.
 	netMu sync.Mutex
@@ -68,6 +73,7 @@ func newVMManager(d *Daemon) *vmManager {
 		startOp: d.startOp,
 		vmm:     chooseVMM(d.config),
 		handles: newHandleCache(),
+		ctx:     d.opsCtx,
 	}
 	m.guestDial = m.dialInNetNS
 	m.guestWaitForSSH = func(ctx context.Context, t guest.Target) (*ssh.Client, error) {
@@ -138,6 +144,7 @@ func (m *vmManager) netConfig() (vmnet.Config, error) {
 // close stops the network's services (DNS, the TAP pool's refills); the
 // bridge, TAPs and rules stay for the VMs that outlive the daemon.
 func (m *vmManager) close() error {
+	m.watchers.Wait()
 	m.netMu.Lock()
 	defer m.netMu.Unlock()
 	if m.net == nil {

@@ -359,3 +359,25 @@ type VMRemoveParams struct {
 	Ref   string `json:"ref"`
 	Force bool   `json:"force,omitempty"`
 }
+
+// More VM methods.
+const (
+	MethodVMStart   = "vm.start"
+	MethodVMStop    = "vm.stop"
+	MethodVMRestart = "vm.restart"
+	MethodVMLogs    = "vm.logs"
+)
+
+// VMStopParams asks for vm.stop or vm.restart: the guest gets
+// TimeoutSeconds (default 10) to power off before its VMM is killed.
+type VMStopParams struct {
+	Ref            string `json:"ref"`
+	TimeoutSeconds int    `json:"timeout_seconds,omitempty"`
+}
+
+// VMLogsParams asks for vm.logs: the serial console, streamed as stdout
+// events; Follow keeps streaming until the caller goes away.
+type VMLogsParams struct {
+	Ref    string `json:"ref"`
+	Follow bool   `json:"follow,omitempty"`
+}

@@ -341,6 +341,11 @@ func TestQEMUBackend(t *testing.T) {
 	if !bytes.Contains(console, []byte("BANGER-POWEROFF")) {
 		t.Errorf("the console has no BANGER-POWEROFF line:\n%s", tail(string(console), 20))
 	}
+	// The daemon notices by itself and records the VM stopped.
+	e.waitState("alpha", "stopped", 15*time.Second)
+	if m := e.show("alpha"); m["state_reason"] != "the guest powered off" {
+		t.Errorf("alpha stopped with reason %v", m["state_reason"])
+	}
 
 	// rm leaves nothing: no TAP, no process, no files, no rows.
 	pidB := e.handlesPID(idB)
@@ -361,6 +366,65 @@ func TestQEMUBackend(t *testing.T) {
 	if out := e.ok("ls", "-o", "json"); strings.TrimSpace(out) != "[]" {
 		t.Errorf("ls after rm: %s", out)
 	}
+}
+
+// waitState polls show until the VM reaches state.
+func (e *env) waitState(name, state string, d time.Duration) {
+	e.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		m := e.show(name)
+		if m["state"] == state {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("vm %s is %v (%v), not %s after %v", name, m["state"], m["state_reason"], state, d)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestLifecycle: stop, start, restart and logs keep the VM's disk, and
+// illegal transitions are refused without changing anything.
+func TestLifecycle(t *testing.T) {
+	requireTier3(t)
+	e := newEnv(t, "vmm = \"qemu\"\n")
+	e.setupImages()
+	_, id, _ := e.create("delta")
+	e.ok("exec", "delta", "--", "/bin/probe", "write", "/root/kept", "written before the stop")
+	if _, errs, code := e.run("start", "delta"); code == 0 || !strings.Contains(errs, "cannot start") {
+		t.Errorf("start of a running VM: exit %d, %q", code, errs)
+	}
+	pid := e.handlesPID(id)
+	e.ok("stop", "delta")
+	if m := e.show("delta"); m["state"] != "stopped" {
+		t.Errorf("after stop: %v", m["state"])
+	}
+	if pidAlive(pid) {
+		t.Errorf("the VMM (pid %d) survived stop", pid)
+	}
+	links, _ := exec.Command("ip", "-n", e.netns, "-o", "link", "show").CombinedOutput()
+	if strings.Contains(string(links), "bgt"+id[:12]) {
+		t.Errorf("the TAP survived stop:\n%s", links)
+	}
+	if _, errs, code := e.run("stop", "delta"); code == 0 || !strings.Contains(errs, "cannot stop") {
+		t.Errorf("stop of a stopped VM: exit %d, %q", code, errs)
+	}
+	if _, errs, code := e.run("exec", "delta", "--", "/bin/probe", "echo"); code == 0 || !strings.Contains(errs, "not running") {
+		t.Errorf("exec in a stopped VM: exit %d, %q", code, errs)
+	}
+	e.ok("start", "delta")
+	if out := e.ok("exec", "delta", "--", "/bin/probe", "read", "/root/kept"); out != "written before the stop" {
+		t.Errorf("after start the file reads %q", out)
+	}
+	e.ok("restart", "delta")
+	if out := e.ok("exec", "delta", "--", "/bin/probe", "echo", "back"); out != "back\n" {
+		t.Errorf("after restart exec printed %q", out)
+	}
+	if logs := e.ok("logs", "delta"); !strings.Contains(logs, "BANGER-READY") {
+		t.Errorf("logs has no BANGER-READY:\n%s", tail(logs, 10))
+	}
+	e.ok("rm", "--force", "delta")
 }
 
 // handlesPID reads a VM's VMM PID from its handles.json.

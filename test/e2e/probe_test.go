@@ -66,6 +66,18 @@ func main() {
 			}
 			c.Close()
 		}
+	case "write":
+		if err := os.WriteFile(os.Args[2], []byte(os.Args[3]), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	case "read":
+		b, err := os.ReadFile(os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Stdout.Write(b)
 	case "cat":
 		io.Copy(os.Stdout, os.Stdin)
 	case "wait-int":

@@ -1,0 +1,108 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"banger/internal/daemon/opstate"
+	"banger/internal/daemon/vmnet"
+	"banger/internal/guest"
+	"banger/internal/store"
+)
+
+// startGuest boots a VM whose disk exists: TAP, client key, VMM, then the
+// guest's host key on the console and its SSH. The caller holds
+// vmLocks[vm.ID] and has recorded the state "starting"; on error the
+// caller releases what was taken (stopGuest, or destroy for a create).
+func (m *vmManager) startGuest(ctx context.Context, vm store.VM, k store.Kernel, n *vmnet.Network, h *vmHandles, t0 time.Time, report func(opstate.Progress)) error {
+	ip := h.IP
+	report(opstate.Progress{Phase: "network", Message: ip.String()})
+	var err error
+	if h.TAP, err = n.TAPs().Acquire(vm.ID); err != nil {
+		return fmt.Errorf("get a TAP: %w", err)
+	}
+	if err := writeHandles(m.layout.VMHandles(vm.ID), h); err != nil {
+		return err
+	}
+	signer, authKey, err := newClientKey(m.layout.VMClientKey(vm.ID))
+	if err != nil {
+		return err
+	}
+	h.signer = signer
+	g := n.GuestNet(vm.ID, ip)
+
+	report(opstate.Progress{Phase: "boot", Message: m.vmm})
+	tLaunch := time.Now()
+	kernelInitrd := ""
+	if k.HasInitrd {
+		kernelInitrd = m.layout.KernelInitrd(k.ID)
+	}
+	proc, err := m.launch(ctx, bootSpec{
+		ID:     vm.ID,
+		Kernel: m.layout.KernelImage(k.ID),
+		Initrd: kernelInitrd,
+		Cmdline: guestCmdline(guestParams{
+			Addr: g.Addr.String(), Gateway: g.Gateway.String(), DNS: g.DNS.String(),
+			Hostname: vm.Name, Domain: g.Domain, AuthKey: authKey, MTU: g.MTU,
+			Entrypoint: optionsOf(vm).Entrypoint,
+		}),
+		Disk:       h.DiskPath,
+		TAP:        h.TAP,
+		MAC:        g.MAC.String(),
+		VCPUs:      vm.VCPUs,
+		MemoryMiB:  vm.MemoryMiB,
+		ConsoleLog: h.ConsoleLog,
+		Socket:     h.VMMSocket,
+		VMMLog:     m.layout.VMMLog(vm.ID),
+		NetNS:      m.config.NetNS,
+	})
+	if err != nil {
+		return fmt.Errorf("start %s: %w", m.vmm, err)
+	}
+	h.proc, h.PID = proc, proc.PID()
+	if err := writeHandles(m.layout.VMHandles(vm.ID), h); err != nil {
+		return err
+	}
+
+	tLaunched := time.Now()
+	report(opstate.Progress{Phase: "ssh", Message: "waiting for the guest"})
+	bctx, cancel := context.WithTimeout(ctx, m.config.BootTimeout.Std())
+	defer cancel()
+	hostKey, err := guest.WaitForHostKey(bctx, h.ConsoleLog, proc.Done(), 50*time.Millisecond)
+	if err != nil {
+		// A failed create takes the VM's directory with it: keep the
+		// end of its console in the error, where the user sees it.
+		return fmt.Errorf("%w; the console's last lines:\n%s", err, consoleTail(h.ConsoleLog, 15))
+	}
+	tHostKey := time.Now()
+	h.hostKey = hostKey
+	h.HostKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hostKey)))
+	client, err := m.guestWaitForSSH(bctx, m.target(h))
+	if err != nil {
+		return err
+	}
+	client.Close()
+	tSSH := time.Now()
+	if err := writeHandles(m.layout.VMHandles(vm.ID), h); err != nil {
+		return err
+	}
+	if err := n.DNS().Register(vm.Name, ip); err != nil {
+		return fmt.Errorf("register %s in DNS: %w", vm.Name, err)
+	}
+	err = m.updateVM(ctx, vm.ID, func(v *store.VM) {
+		v.State, v.StartedAt, v.StateReason = store.VMRunning, time.Now(), ""
+	})
+	m.watchExit(vm.ID, vm.Name, proc)
+	// The daemon's own share of a create is prepare + vmm_start + finish;
+	// guest_boot (VMM spawn to the host key on the console) and ssh are the
+	// guest's. bench/ reads this line.
+	m.logger.Info("vm created", "vm", vm.Name, "vmm", m.vmm, "disk", h.DiskKind,
+		"prepare", tLaunch.Sub(t0), "vmm_start", tLaunched.Sub(tLaunch),
+		"guest_boot", tHostKey.Sub(tLaunched), "ssh", tSSH.Sub(tHostKey), "finish", time.Since(tSSH))
+	return err
+}
+
