@@ -48,6 +48,7 @@ func TestMain(m *testing.M) {
 		bangerBin = filepath.Join(buildDir, "banger")
 		build := exec.Command("go", "build", "-o", bangerBin, "./cmd/banger")
 		build.Dir = "../.."
+		build.Env = append(os.Environ(), "CGO_ENABLED=0") // as released: static, so it can be a guest's init
 		if out, err := build.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "go build ./cmd/banger: %v\n%s", err, out)
 			os.RemoveAll(buildDir)

@@ -105,4 +105,3 @@ func (m *vmManager) startGuest(ctx context.Context, vm store.VM, k store.Kernel,
 		"guest_boot", tHostKey.Sub(tLaunched), "ssh", tSSH.Sub(tHostKey), "finish", time.Since(tSSH))
 	return err
 }
-
