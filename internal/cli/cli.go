@@ -95,6 +95,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.stopCommand(),
 		a.restartCommand(),
 		a.logsCommand(),
+		a.setCommand(),
 		a.vmShowCommand(),
 		a.imageCommand(),
 		a.kernelCommand(),

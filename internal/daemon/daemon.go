@@ -307,6 +307,8 @@ func (d *Daemon) dispatch(ctx context.Context, call *rpc.Call) (any, error) {
 		return d.vms.restart(ctx, call)
 	case rpc.MethodVMLogs:
 		return d.vms.logs(ctx, call)
+	case rpc.MethodVMSet:
+		return d.vms.set(ctx, call)
 	case rpc.MethodOpList:
 		return d.listOps(call)
 	case rpc.MethodOpGet:

@@ -381,3 +381,14 @@ type VMLogsParams struct {
 	Ref    string `json:"ref"`
 	Follow bool   `json:"follow,omitempty"`
 }
+
+// MethodVMSet changes a VM's resources, applied at its next start.
+const MethodVMSet = "vm.set"
+
+// VMSetParams asks for vm.set; zero fields are left as they are.
+type VMSetParams struct {
+	Ref       string `json:"ref"`
+	VCPUs     int    `json:"vcpus,omitempty"`
+	MemoryMiB int    `json:"memory_mib,omitempty"`
+	DiskGiB   int    `json:"disk_gib,omitempty"`
+}

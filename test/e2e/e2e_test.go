@@ -413,9 +413,32 @@ func TestLifecycle(t *testing.T) {
 	if _, errs, code := e.run("exec", "delta", "--", "/bin/probe", "echo"); code == 0 || !strings.Contains(errs, "not running") {
 		t.Errorf("exec in a stopped VM: exit %d, %q", code, errs)
 	}
+	// set: applied at the next start; the disk grows (filesystem too),
+	// never shrinks.
+	if _, errs, code := e.run("set", "delta", "--disk", "0"); code == 0 {
+		t.Errorf("set with nothing to set succeeded: %q", errs)
+	}
+	e.ok("set", "delta", "--mem", "384", "--disk", "2")
+	if _, errs, code := e.run("set", "delta", "--disk", "1"); code == 0 || !strings.Contains(errs, "only grow") {
+		t.Errorf("shrinking the disk: exit %d, %q", code, errs)
+	}
 	e.ok("start", "delta")
 	if out := e.ok("exec", "delta", "--", "/bin/probe", "read", "/root/kept"); out != "written before the stop" {
 		t.Errorf("after start the file reads %q", out)
+	}
+	meminfo := e.ok("exec", "delta", "--", "/bin/probe", "read", "/proc/meminfo")
+	var memKB int
+	fmt.Sscanf(meminfo, "MemTotal: %d kB", &memKB)
+	if memKB < 300<<10 || memKB > 384<<10 {
+		t.Errorf("after set --mem 384 the guest has MemTotal %d kB", memKB)
+	}
+	var rootBytes int64
+	fmt.Sscan(e.ok("exec", "delta", "--", "/bin/probe", "statfs", "/"), &rootBytes)
+	if rootBytes < 1800<<20 {
+		t.Errorf("after set --disk 2 the root filesystem is %d bytes", rootBytes)
+	}
+	if _, errs, code := e.run("set", "delta", "--disk", "3"); code == 0 || !strings.Contains(errs, "stop it") {
+		t.Errorf("growing a running VM's disk: exit %d, %q", code, errs)
 	}
 	e.ok("restart", "delta")
 	if out := e.ok("exec", "delta", "--", "/bin/probe", "echo", "back"); out != "back\n" {

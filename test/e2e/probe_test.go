@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -78,6 +79,13 @@ func main() {
 			os.Exit(1)
 		}
 		os.Stdout.Write(b)
+	case "statfs":
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(os.Args[2], &st); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println(uint64(st.Blocks) * uint64(st.Bsize))
 	case "cat":
 		io.Copy(os.Stdout, os.Stdin)
 	case "wait-int":
