@@ -21,7 +21,7 @@ func (a *app) imageCommand() *cobra.Command {
 		Aliases: []string{"images"},
 		Short:   "Pull, import, register, list and remove images",
 	}
-	cmd.AddCommand(a.imagePullCommand(), a.imageImportCommand(), a.imageRegisterCommand(),
+	cmd.AddCommand(a.imagePullCommand(), a.imageImportCommand(), a.imageRegisterCommand(), a.imagePromoteCommand(),
 		a.imageLsCommand(), a.imageShowCommand(), a.imageRmCommand())
 	return cmd
 }
@@ -292,6 +292,28 @@ func (a *app) imageRmCommand() *cobra.Command {
 					}
 				}
 				return nil
+			})
+		},
+	}
+}
+
+func (a *app) imagePromoteCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "promote VM NAME",
+		Short: "Make a stopped VM's disk an image (set up once, create many VMs from it)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			return a.withClient(ctx, func(c *rpc.Client) error {
+				var started rpc.OpStarted
+				if err := c.Call(ctx, rpc.MethodImagePromote, rpc.ImagePromoteParams{VM: args[0], Name: args[1]}, &started); err != nil {
+					return err
+				}
+				final, err := a.followOp(ctx, c, started.OpID, false, "banger op watch "+started.OpID)
+				if err != nil {
+					return err
+				}
+				return a.printOpImage(final)
 			})
 		},
 	}

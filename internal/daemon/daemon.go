@@ -309,6 +309,8 @@ func (d *Daemon) dispatch(ctx context.Context, call *rpc.Call) (any, error) {
 		return d.vms.logs(ctx, call)
 	case rpc.MethodVMSet:
 		return d.vms.set(ctx, call)
+	case rpc.MethodImagePromote:
+		return d.vms.promote(ctx, call)
 	case rpc.MethodOpList:
 		return d.listOps(call)
 	case rpc.MethodOpGet:

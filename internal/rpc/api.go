@@ -392,3 +392,12 @@ type VMSetParams struct {
 	MemoryMiB int    `json:"memory_mib,omitempty"`
 	DiskGiB   int    `json:"disk_gib,omitempty"`
 }
+
+// MethodImagePromote makes a stopped VM's disk an image.
+const MethodImagePromote = "image.promote"
+
+// ImagePromoteParams asks for image.promote.
+type ImagePromoteParams struct {
+	VM   string `json:"vm"`
+	Name string `json:"name"`
+}

@@ -447,6 +447,24 @@ func TestLifecycle(t *testing.T) {
 	if logs := e.ok("logs", "delta"); !strings.Contains(logs, "BANGER-READY") {
 		t.Errorf("logs has no BANGER-READY:\n%s", tail(logs, 10))
 	}
+
+	// promote: a stopped VM's disk becomes an image; a VM created from it
+	// sees what was written before.
+	if _, errs, code := e.run("image", "promote", "delta", "promoted"); code == 0 || !strings.Contains(errs, "stop it first") {
+		t.Errorf("promote of a running VM: exit %d, %q", code, errs)
+	}
+	e.ok("stop", "delta")
+	e.ok("image", "promote", "delta", "promoted")
+	var im map[string]any
+	json.Unmarshal([]byte(e.ok("image", "show", "promoted", "-o", "json")), &im)
+	if im["source"] != "promote" || im["state"] != "ready" {
+		t.Errorf("promoted image: %v", im)
+	}
+	e.ok("create", "--image", "promoted", "--name", "epsilon")
+	if out := e.ok("exec", "epsilon", "--", "/bin/probe", "read", "/root/kept"); out != "written before the stop" {
+		t.Errorf("a VM from the promoted image reads %q", out)
+	}
+	e.ok("rm", "--force", "epsilon")
 	e.ok("rm", "--force", "delta")
 }
 
