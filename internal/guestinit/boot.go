@@ -109,6 +109,7 @@ func runInit() {
 	srv, err = NewServer(ServerConfig{
 		HostKey:        signer,
 		AuthorizedKeys: cfg.AuthorizedKeys,
+		UserKeysFile:   UserKeysPath,
 		Reaper:         reaper,
 		ImageEnv:       ic.Env,
 		Poweroff: func() {

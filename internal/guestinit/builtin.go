@@ -15,6 +15,7 @@ const InitPath = "/.banger/init"
 //
 //	["/.banger/init", "untar", DEST]        extract the tar on stdin under DEST
 //	["/.banger/init", "tar", SRC, PATH...]  write a tar of SRC/PATH... to stdout
+//	["/.banger/init", "authorize", KEY]     authorize a user's SSH key (UserKeysPath)
 //	["/.banger/init", "poweroff"]           power the guest off after replying
 const (
 	BuiltinUntar    = "untar"
@@ -29,6 +30,7 @@ type builtinIO struct {
 	dir            string // relative paths are resolved here
 	uid, gid       int    // owner of extracted files (applied when root)
 	poweroff       func() // nil: poweroff is refused
+	userKeys       string // the authorize built-in's file
 }
 
 // runBuiltin runs args (the argv after InitPath) and returns its exit
@@ -64,13 +66,21 @@ func runBuiltin(args []string, bio builtinIO) (code int, after func()) {
 			return fail(1, "tar: %v", err)
 		}
 		return 0, nil
+	case BuiltinAuthorize:
+		if len(args) != 2 {
+			return fail(2, "usage: %s authorize 'KEYTYPE KEY [COMMENT]'", InitPath)
+		}
+		if err := authorizeKey(bio.userKeys, args[1]); err != nil {
+			return fail(1, "authorize: %v", err)
+		}
+		return 0, nil
 	case BuiltinPoweroff:
 		if bio.poweroff == nil {
 			return fail(1, "poweroff: not available here")
 		}
 		return 0, bio.poweroff
 	}
-	return fail(127, "%s: unknown built-in (have untar, tar, poweroff)", args[0])
+	return fail(127, "%s: unknown built-in (have untar, tar, authorize, poweroff)", args[0])
 }
 
 // startBuiltin runs a built-in in the init itself, on the channel.
@@ -83,6 +93,7 @@ func (sess *session) startBuiltin(c *command) *job {
 		uid:      int(c.user.UID),
 		gid:      int(c.user.GID),
 		poweroff: sess.srv.cfg.Poweroff,
+		userKeys: sess.srv.cfg.UserKeysFile,
 	}
 	return &job{wait: func() exitResult {
 		code, after := runBuiltin(c.argv[1:], bio)
@@ -96,7 +107,7 @@ func runTool(args []string) int {
 	dir, _ := os.Getwd()
 	code, after := runBuiltin(args, builtinIO{
 		stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr,
-		dir: dir, uid: os.Geteuid(), gid: os.Getegid(),
+		dir: dir, uid: os.Geteuid(), gid: os.Getegid(), userKeys: UserKeysPath,
 		poweroff: requestPoweroff,
 	})
 	if after != nil {

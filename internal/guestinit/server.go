@@ -32,6 +32,9 @@ type ServerConfig struct {
 	// ImageEnv is the image's environment, added for sessions that send
 	// the env request BANGER_IMAGE_ENV=1.
 	ImageEnv []string
+	// UserKeysFile lists further authorized keys (the authorize
+	// built-in appends to it); "" accepts only AuthorizedKeys.
+	UserKeysFile string
 	// Poweroff is called after the poweroff built-in has replied; nil
 	// makes the built-in fail.
 	Poweroff func()
@@ -89,6 +92,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			wire := key.Marshal()
 			for _, a := range authorized {
 				if bytes.Equal(a, wire) {
+					return &ssh.Permissions{}, nil
+				}
+			}
+			if cfg.UserKeysFile != "" {
+				if ok, _ := fileHasKey(cfg.UserKeysFile, key); ok {
 					return &ssh.Permissions{}, nil
 				}
 			}
