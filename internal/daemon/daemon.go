@@ -311,6 +311,8 @@ func (d *Daemon) dispatch(ctx context.Context, call *rpc.Call) (any, error) {
 		return d.vms.set(ctx, call)
 	case rpc.MethodImagePromote:
 		return d.vms.promote(ctx, call)
+	case rpc.MethodVMProxy:
+		return d.vms.proxy(ctx, call)
 	case rpc.MethodOpList:
 		return d.listOps(call)
 	case rpc.MethodOpGet:

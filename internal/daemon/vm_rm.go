@@ -104,8 +104,11 @@ func (m *vmManager) toRPC(vm store.VM) rpc.VM {
 		CreatedAt: vm.CreatedAt, StartedAt: vm.StartedAt,
 		DNSName: vm.Name + "." + m.config.Domain,
 	}
-	if h, ok := m.handles.get(vm.ID); ok && h.IP.IsValid() {
-		out.IP = h.IP.String()
+	if h, ok := m.handles.get(vm.ID); ok {
+		if h.IP.IsValid() {
+			out.IP = h.IP.String()
+		}
+		out.HostKey = h.HostKey
 	}
 	return out
 }

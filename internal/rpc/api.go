@@ -57,6 +57,9 @@ type VM struct {
 	DiskBytes   int64     `json:"disk_bytes"`
 	CreatedAt   time.Time `json:"created_at"`
 	StartedAt   time.Time `json:"started_at,omitzero"`
+	// HostKey is the running guest's SSH host key (authorized_keys
+	// format), as its init announced it.
+	HostKey string `json:"host_key,omitempty"`
 }
 
 // VMListResult answers vm.list.
@@ -401,3 +404,8 @@ type ImagePromoteParams struct {
 	VM   string `json:"vm"`
 	Name string `json:"name"`
 }
+
+// MethodVMProxy connects the caller to a running guest's SSH port through
+// the daemon: a stream whose stdout events are the guest's bytes and whose
+// stdin/eof input events are the caller's.
+const MethodVMProxy = "vm.proxy"
