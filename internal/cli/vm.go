@@ -147,6 +147,14 @@ func (a *app) execInVM(p rpc.VMExecParams, interactive bool) (int, error) {
 		return 0, err
 	}
 	defer c.Close()
+	return a.execCall(ctx, c, p, interactive)
+}
+
+// execCall runs p (no terminal) over c and returns the command's exit
+// status. SIGINT, SIGTERM and SIGHUP are forwarded to the command; stdin is
+// streamed when interactive. When ctx ends, the call is abandoned and the
+// daemon kills the command.
+func (a *app) execCall(ctx context.Context, c *rpc.Client, p rpc.VMExecParams, interactive bool) (int, error) {
 	call, err := c.Start(ctx, rpc.MethodVMExec, p, true)
 	if err != nil {
 		return 0, err
@@ -187,13 +195,22 @@ func (a *app) execInVM(p rpc.VMExecParams, interactive bool) (int, error) {
 		call.Send(rpc.InputEOF, nil)
 	}
 	var res rpc.VMExecResult
-	err = call.Wait(ctx, func(ev rpc.StreamEvent) error {
+	if err := call.Wait(ctx, execOutput(a.stdout, a.stderr), &res); err != nil {
+		return 0, err
+	}
+	return res.ExitCode, nil
+}
+
+// execOutput writes a vm.exec call's stdout and stderr events to stdout
+// and stderr.
+func execOutput(stdout, stderr io.Writer) func(rpc.StreamEvent) error {
+	return func(ev rpc.StreamEvent) error {
 		var w io.Writer
 		switch ev.Kind {
 		case rpc.EventStdout:
-			w = a.stdout
+			w = stdout
 		case rpc.EventStderr:
-			w = a.stderr
+			w = stderr
 		default:
 			return nil
 		}
@@ -203,11 +220,7 @@ func (a *app) execInVM(p rpc.VMExecParams, interactive bool) (int, error) {
 		}
 		_, err := w.Write(b)
 		return err
-	}, &res)
-	if err != nil {
-		return 0, err
 	}
-	return res.ExitCode, nil
 }
 
 // vmShowCommand shows one VM.
