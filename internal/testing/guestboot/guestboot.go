@@ -154,13 +154,21 @@ func MakeGuest(t testing.TB, dir, initSource string) Guest {
 // the console as it was, for the caller's failure message.
 func WaitLine(path, marker string, timeout time.Duration, exited func() bool) (line string, console []byte, ok bool) {
 	deadline := time.Now().Add(timeout)
-	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(marker) + `.*$`)
+	// Only a whole line counts: the console may hold half of one while
+	// the guest is still writing it.
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(marker) + `[^\n]*\n`)
 	for {
 		data, _ := os.ReadFile(path)
 		if m := re.Find(data); m != nil {
 			return strings.TrimSpace(string(m)), data, true
 		}
 		if exited() || time.Now().After(deadline) {
+			// One last read: the guest may have finished the line just
+			// before it exited.
+			data, _ = os.ReadFile(path)
+			if m := re.Find(data); m != nil {
+				return strings.TrimSpace(string(m)), data, true
+			}
 			return "", data, false
 		}
 		time.Sleep(20 * time.Millisecond)
