@@ -147,12 +147,12 @@ func (m *vmManager) create(ctx context.Context, call *rpc.Call) (rpc.VMStarted, 
 	opID, err := m.startOp(ctx, rpc.MethodVMCreate, vm.Name, func(ctx context.Context, report func(opstate.Progress)) (any, error) {
 		unlock, err := m.locks.Lock(ctx, vm.ID)
 		if err != nil {
-			m.destroy(context.Background(), vm.ID)
+			m.destroy(context.Background(), vm.ID, 0)
 			return nil, err
 		}
 		defer unlock()
 		if err := m.boot(ctx, vm, im, kernel, ip, n, report); err != nil {
-			if derr := m.destroy(context.Background(), vm.ID); derr != nil {
+			if derr := m.destroy(context.Background(), vm.ID, 0); derr != nil {
 				m.logger.Error("release a VM whose create failed", "vm", vm.Name, "err", derr)
 			}
 			return nil, fmt.Errorf("create vm %q: %w", vm.Name, err)
@@ -164,7 +164,7 @@ func (m *vmManager) create(ctx context.Context, call *rpc.Call) (rpc.VMStarted, 
 		return m.toRPC(got), nil
 	})
 	if err != nil {
-		m.destroy(context.Background(), vm.ID)
+		m.destroy(context.Background(), vm.ID, 0)
 		return rpc.VMStarted{}, err
 	}
 	return rpc.VMStarted{OpID: opID, VM: m.toRPC(vm)}, nil

@@ -23,6 +23,11 @@ type vmProcess interface {
 // vmHandles are one VM's transient host handles: what the kernel and the
 // processes hold for it. They live here and in vms/ID/handles.json,
 // never in the store.
+//
+// Every field is written and read under vmLocks[id], except IP and
+// HostKey, which list and show read without it: those are written holding
+// both vmLocks[id] and handleCache.mu (handleCache.set) and read holding
+// either (handleCache.view).
 type vmHandles struct {
 	VMM        string     `json:"vmm"`
 	PID        int        `json:"pid"`
@@ -60,6 +65,25 @@ func (c *handleCache) put(id string, h *vmHandles) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.m[id] = h
+}
+
+// set applies change, which may write the IP and HostKey of cached
+// handles, under the cache's lock; the caller holds the VM's lock.
+func (c *handleCache) set(change func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	change()
+}
+
+// view copies the fields readers without the VM's lock may see.
+func (c *handleCache) view(id string) (ip netip.Addr, hostKey string, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h, ok := c.m[id]
+	if !ok {
+		return netip.Addr{}, "", false
+	}
+	return h.IP, h.HostKey, true
 }
 
 func (c *handleCache) drop(id string) {

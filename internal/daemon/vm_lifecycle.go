@@ -87,7 +87,7 @@ func (m *vmManager) stopGuest(ctx context.Context, vm store.VM, grace time.Durat
 			}
 		}
 	}
-	h.proc, h.PID, h.TAP, h.hostKey, h.HostKey = nil, 0, "", nil, ""
+	m.handles.set(func() { h.proc, h.PID, h.TAP, h.hostKey, h.HostKey = nil, 0, "", nil, "" })
 	if err := writeHandles(m.layout.VMHandles(vm.ID), h); err != nil {
 		errs = append(errs, err)
 	}
@@ -122,7 +122,8 @@ func (m *vmManager) watchExit(id, name string, proc vmProcess) {
 			m.logger.Info("vm stopped by itself", "vm", name, "reason", reason)
 			return serr
 		})
-		if err != nil && m.ctx.Err() == nil {
+		// A VM removed meanwhile was an rm's, and so was its VMM's exit.
+		if err != nil && !errdefs.IsNotFound(err) && m.ctx.Err() == nil {
 			m.logger.Warn("record a VM that stopped by itself", "vm", name, "err", err)
 		}
 	}()
@@ -200,9 +201,11 @@ func (m *vmManager) bootExisting(ctx context.Context, vm store.VM, report func(o
 		m.handles.put(vm.ID, h)
 	}
 	h.VMM, h.VMMSocket, h.ConsoleLog = m.vmm, m.layout.VMMSocket(vm.ID), m.layout.VMConsoleLog(vm.ID)
-	if h.IP, err = parseAddr(a.IP); err != nil {
+	ip, err := parseAddr(a.IP)
+	if err != nil {
 		return fail(err)
 	}
+	m.handles.set(func() { h.IP = ip })
 	if err := m.startGuest(ctx, vm, k, n, h, t0, report); err != nil {
 		return fail(err)
 	}

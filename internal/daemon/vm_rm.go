@@ -40,23 +40,25 @@ func (m *vmManager) remove(ctx context.Context, call *rpc.Call) (struct{}, error
 	if vm.State == store.VMRunning && !p.Force {
 		return struct{}{}, fmt.Errorf("vm %q is running: stop it first or use --force: %w", vm.Name, errdefs.ErrFailedPrecondition)
 	}
-	if err := m.destroy(context.WithoutCancel(ctx), vm.ID); err != nil {
+	if err := m.destroy(context.WithoutCancel(ctx), vm.ID, stopGrace); err != nil {
 		return struct{}{}, err
 	}
 	m.logger.Info("vm removed", "vm", vm.Name, "id", vm.ID)
 	return struct{}{}, nil
 }
 
-// destroy stops a VM's VMM (asking the guest to power off first) and
-// releases everything it holds: DNS name, TAP, files, IP and row. Each
-// step runs even when an earlier one failed; the errors are joined.
-func (m *vmManager) destroy(ctx context.Context, id string) error {
+// destroy stops a VM's VMM (asking the guest to power off, killing it after
+// grace) and releases everything it holds: DNS name, TAP, files, IP and
+// row. Each step runs even when an earlier one failed; the errors are
+// joined. A failed create passes no grace: the disk goes with the VM, so a
+// guest that hung while booting is not waited for.
+func (m *vmManager) destroy(ctx context.Context, id string, grace time.Duration) error {
 	var errs []error
 	vm, verr := m.store.GetVM(ctx, id)
 	h, ok := m.handles.get(id)
 	if ok && h.proc != nil {
-		sctx, cancel := context.WithTimeout(ctx, stopGrace+5*time.Second)
-		if err := h.proc.Shutdown(sctx, stopGrace); err != nil {
+		sctx, cancel := context.WithTimeout(ctx, grace+5*time.Second)
+		if err := h.proc.Shutdown(sctx, grace); err != nil {
 			h.proc.Kill()
 		}
 		cancel()
@@ -104,11 +106,11 @@ func (m *vmManager) toRPC(vm store.VM) rpc.VM {
 		CreatedAt: vm.CreatedAt, StartedAt: vm.StartedAt,
 		DNSName: vm.Name + "." + m.config.Domain,
 	}
-	if h, ok := m.handles.get(vm.ID); ok {
-		if h.IP.IsValid() {
-			out.IP = h.IP.String()
+	if ip, hostKey, ok := m.handles.view(vm.ID); ok {
+		if ip.IsValid() {
+			out.IP = ip.String()
 		}
-		out.HostKey = h.HostKey
+		out.HostKey = hostKey
 	}
 	return out
 }

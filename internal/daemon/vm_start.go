@@ -41,7 +41,7 @@ func (m *vmManager) startGuest(ctx context.Context, vm store.VM, k store.Kernel,
 	if k.HasInitrd {
 		kernelInitrd = m.layout.KernelInitrd(k.ID)
 	}
-	proc, err := m.launch(ctx, bootSpec{
+	proc, err := m.launchVMM(ctx, bootSpec{
 		ID:     vm.ID,
 		Kernel: m.layout.KernelImage(k.ID),
 		Initrd: kernelInitrd,
@@ -80,8 +80,8 @@ func (m *vmManager) startGuest(ctx context.Context, vm store.VM, k store.Kernel,
 	}
 	tHostKey := time.Now()
 	h.hostKey = hostKey
-	h.HostKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hostKey)))
-	client, err := m.guestWaitForSSH(bctx, m.target(h))
+	m.handles.set(func() { h.HostKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hostKey))) })
+	client, err := m.waitForSSH(bctx, h, proc)
 	if err != nil {
 		return err
 	}
@@ -104,4 +104,29 @@ func (m *vmManager) startGuest(ctx context.Context, vm store.VM, k store.Kernel,
 		"prepare", tLaunch.Sub(t0), "vmm_start", tLaunched.Sub(tLaunch),
 		"guest_boot", tHostKey.Sub(tLaunched), "ssh", tSSH.Sub(tHostKey), "finish", time.Since(tSSH))
 	return err
+}
+
+// waitForSSH waits for the guest's SSH, giving up as soon as the VMM exits
+// (a guest that panics after announcing its host key) rather than at the
+// boot timeout.
+func (m *vmManager) waitForSSH(ctx context.Context, h *vmHandles, proc vmProcess) (*ssh.Client, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-proc.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	client, err := m.guestWaitForSSH(ctx, m.target(h))
+	if err == nil {
+		return client, nil
+	}
+	select {
+	case <-proc.Done():
+		return nil, fmt.Errorf("the VM exited before its SSH answered; the console's last lines:\n%s", consoleTail(h.ConsoleLog, 15))
+	default:
+		return nil, err
+	}
 }

@@ -59,6 +59,8 @@ type vmManager struct {
 	// guestDial opens a connection to a guest (in the VM network's
 	// namespace).
 	guestDial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// launchVMM starts the VMM for one boot (launch: QEMU or Firecracker).
+	launchVMM func(ctx context.Context, spec bootSpec) (vmProcess, error)
 }
 
 func newVMManager(d *Daemon) *vmManager {
@@ -76,6 +78,7 @@ func newVMManager(d *Daemon) *vmManager {
 		ctx:     d.opsCtx,
 	}
 	m.guestDial = m.dialInNetNS
+	m.launchVMM = m.launch
 	m.guestWaitForSSH = func(ctx context.Context, t guest.Target) (*ssh.Client, error) {
 		return guest.WaitForSSH(ctx, t, 100*time.Millisecond)
 	}
