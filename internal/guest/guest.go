@@ -100,6 +100,10 @@ func WaitForHostKey(ctx context.Context, path string, exited <-chan struct{}, ev
 		case <-ctx.Done():
 			return nil, fmt.Errorf("the guest announced no SSH host key on its console: %w", ctx.Err())
 		case <-exited:
+			// One last read: the key may have been written just before.
+			if key, _, _, err := scanForHostKey(path, off, partial); err == nil && key != nil {
+				return key, nil
+			}
 			return nil, fmt.Errorf("the VM exited before its init announced an SSH host key")
 		case <-time.After(every):
 		}
