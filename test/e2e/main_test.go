@@ -1,0 +1,15 @@
+package e2e
+
+import (
+	"os"
+	"testing"
+)
+
+// TestMain removes the binaries built for the tests once they have run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
