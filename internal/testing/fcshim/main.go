@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -97,7 +98,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		sock = v
 	}
 
-	dir, err := os.MkdirTemp("", "fcshim-")
+	// The shim's scratch (console FIFO, QMP socket) lives beside its API
+	// socket, in the caller's directory, so it goes with that directory
+	// even when the shim is killed with SIGKILL and cannot clean up.
+	dir, err := os.MkdirTemp(filepath.Dir(sock), ".fcshim-")
 	if err != nil {
 		fmt.Fprintf(stderr, "Error: fcshim: %v\n", err)
 		return exitGenericError
