@@ -147,7 +147,12 @@ func (m *vmManager) create(ctx context.Context, call *rpc.Call) (rpc.VMStarted, 
 	opID, err := m.startOp(ctx, rpc.MethodVMCreate, vm.Name, func(ctx context.Context, report func(opstate.Progress)) (any, error) {
 		unlock, err := m.locks.Lock(ctx, vm.ID)
 		if err != nil {
-			m.destroy(context.Background(), vm.ID, 0)
+			// Cancelled while waiting: release the recorded VM, still
+			// under its lock, so no other op on it races the release.
+			if unlock, lerr := m.locks.Lock(context.WithoutCancel(ctx), vm.ID); lerr == nil {
+				m.destroy(context.Background(), vm.ID, 0)
+				unlock()
+			}
 			return nil, err
 		}
 		defer unlock()
