@@ -24,7 +24,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // needRoot skips tests that create root-owned sockets and chown them.
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("integration tier (a real daemon on a socket); skipped in -short")
@@ -36,7 +36,7 @@ func needRoot(t *testing.T) {
 
 // testConfig is a config on a fresh short temp dir (unix socket paths must
 // stay under 108 bytes), with group root so no group is created.
-func testConfig(t *testing.T) config.Config {
+func testConfig(t testing.TB) config.Config {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "bgd")
 	if err != nil {
@@ -59,7 +59,7 @@ type running struct {
 	done   chan error
 }
 
-func startDaemon(t *testing.T, cfg config.Config) *running {
+func startDaemon(t testing.TB, cfg config.Config) *running {
 	t.Helper()
 	d, err := Open(context.Background(), Options{Config: cfg})
 	if err != nil {
@@ -73,7 +73,7 @@ func startDaemon(t *testing.T, cfg config.Config) *running {
 	return r
 }
 
-func (r *running) stop(t *testing.T) {
+func (r *running) stop(t testing.TB) {
 	t.Helper()
 	if r.cancel == nil {
 		return
@@ -93,7 +93,7 @@ func (r *running) stop(t *testing.T) {
 	}
 }
 
-func dialDaemon(t *testing.T, cfg config.Config) *rpc.Client {
+func dialDaemon(t testing.TB, cfg config.Config) *rpc.Client {
 	t.Helper()
 	c, err := rpc.Dial(context.Background(), cfg.Socket)
 	if err != nil {

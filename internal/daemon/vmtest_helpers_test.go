@@ -75,7 +75,7 @@ type vmtPlan struct {
 // vmtVMM is the fake VMM: the launchVMM, guestDial and guestWaitForSSH
 // seams of one daemon.
 type vmtVMM struct {
-	t      *testing.T
+	t      testing.TB
 	reaper *guestinit.Reaper
 	wg     sync.WaitGroup // boot and wait goroutines
 
@@ -121,7 +121,7 @@ type vmtProc struct {
 
 var _ vmProcess = (*vmtProc)(nil)
 
-func newVMTVMM(t *testing.T) *vmtVMM {
+func newVMTVMM(t testing.TB) *vmtVMM {
 	return &vmtVMM{t: t, reaper: guestinit.NewReaper(false, nil), guests: map[string]string{}}
 }
 
@@ -591,7 +591,7 @@ func (l *vmtLog) lines(subs ...string) []string {
 // vmtEnv is a daemon with the fake VMM, its VM network in a namespace of
 // the test's own, a kernel and a ready image.
 type vmtEnv struct {
-	t     *testing.T
+	t     testing.TB
 	cfg   config.Config
 	netns string
 	d     *Daemon
@@ -604,7 +604,7 @@ type vmtEnv struct {
 // vmtSetup starts the daemon. It needs root: the VM network makes a
 // namespace, a bridge, TAPs and nftables rules (in its own namespace
 // only), and the daemon chowns its socket.
-func vmtSetup(t *testing.T, mod func(*config.Config)) *vmtEnv {
+func vmtSetup(t testing.TB, mod func(*config.Config)) *vmtEnv {
 	t.Helper()
 	needRoot(t)
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
@@ -659,7 +659,7 @@ func vmtSetup(t *testing.T, mod func(*config.Config)) *vmtEnv {
 
 // addImage records a kernel and a ready 8 MiB image (a sparse file: the
 // fake guest never reads it, the daemon clones it).
-func (e *vmtEnv) addImage(t *testing.T) store.Image {
+func (e *vmtEnv) addImage(t testing.TB) store.Image {
 	t.Helper()
 	ctx := context.Background()
 	s, l := e.d.store, e.d.layout
@@ -727,12 +727,12 @@ func (e *vmtEnv) createFrom(name, image string) (rpc.VMStarted, rpc.Op, error) {
 }
 
 // mustCreate creates a running VM.
-func (e *vmtEnv) mustCreate(t *testing.T, name string) rpc.VM {
+func (e *vmtEnv) mustCreate(t testing.TB, name string) rpc.VM {
 	t.Helper()
 	return e.mustCreateFrom(t, name, e.image.Name)
 }
 
-func (e *vmtEnv) mustCreateFrom(t *testing.T, name, image string) rpc.VM {
+func (e *vmtEnv) mustCreateFrom(t testing.TB, name, image string) rpc.VM {
 	t.Helper()
 	started, final, err := e.createFrom(name, image)
 	if err != nil {
@@ -758,7 +758,7 @@ func (e *vmtEnv) restart(ref string, timeout int) (rpc.Op, error) {
 	return final, err
 }
 
-func (e *vmtEnv) mustStart(t *testing.T, ref string) {
+func (e *vmtEnv) mustStart(t testing.TB, ref string) {
 	t.Helper()
 	final, err := e.start(ref)
 	if err != nil || final.State != "succeeded" {
@@ -772,7 +772,7 @@ func (e *vmtEnv) stop(ref string, timeout int) (rpc.VM, error) {
 	return vm, err
 }
 
-func (e *vmtEnv) mustStop(t *testing.T, ref string) {
+func (e *vmtEnv) mustStop(t testing.TB, ref string) {
 	t.Helper()
 	if vm, err := e.stop(ref, 1); err != nil || vm.State != "stopped" {
 		t.Fatalf("stop %s = %+v, %v", ref, vm, err)
@@ -801,7 +801,7 @@ func (e *vmtEnv) exec(ref string, argv ...string) (string, int, error) {
 }
 
 // row is the VM's store row; ok is false when there is none.
-func (e *vmtEnv) row(t *testing.T, id string) (store.VM, bool) {
+func (e *vmtEnv) row(t testing.TB, id string) (store.VM, bool) {
 	t.Helper()
 	vm, err := e.d.store.GetVM(context.Background(), id)
 	if errdefs.IsNotFound(err) {
@@ -831,7 +831,7 @@ func (e *vmtEnv) dnsLookup(name string) (netip.Addr, bool) {
 
 // vmTAPs lists the VMs' TAPs (not the pool's idle ones) in the test's
 // namespace, as `ip -n NS -o link` shows them.
-func (e *vmtEnv) vmTAPs(t *testing.T) []string {
+func (e *vmtEnv) vmTAPs(t testing.TB) []string {
 	t.Helper()
 	out, err := exec.Command("ip", "-n", e.netns, "-o", "link", "show").CombinedOutput()
 	if err != nil {
@@ -852,7 +852,7 @@ func (e *vmtEnv) vmTAPs(t *testing.T) []string {
 	return taps
 }
 
-func (e *vmtEnv) hasTAP(t *testing.T, id string) bool {
+func (e *vmtEnv) hasTAP(t testing.TB, id string) bool {
 	t.Helper()
 	name, err := vmnet.TAPName(id)
 	if err != nil {
@@ -884,7 +884,7 @@ func vmtPIDs(id string) []int {
 }
 
 // ipOf is the VM's guest IP allocation, if it has one.
-func (e *vmtEnv) ipOf(t *testing.T, id string) (string, bool) {
+func (e *vmtEnv) ipOf(t testing.TB, id string) (string, bool) {
 	t.Helper()
 	allocs, err := e.d.store.ListIPAllocations(context.Background())
 	if err != nil {
@@ -900,7 +900,7 @@ func (e *vmtEnv) ipOf(t *testing.T, id string) (string, bool) {
 
 // assertNoHostTrace: no VMM process, no TAP, no DNS name, and every fake
 // process launched for the VM has exited.
-func (e *vmtEnv) assertNoHostTrace(t *testing.T, id, name string) {
+func (e *vmtEnv) assertNoHostTrace(t testing.TB, id, name string) {
 	t.Helper()
 	if pids := vmtPIDs(id); len(pids) != 0 {
 		t.Errorf("vm %s: VMM processes %v still run", name, pids)
@@ -921,7 +921,7 @@ func (e *vmtEnv) assertNoHostTrace(t *testing.T, id, name string) {
 // assertGone: a VM whose create failed, or that was removed, left
 // nothing: no host trace, no row, no IP, no directory, no cached handles,
 // no lock entry.
-func (e *vmtEnv) assertGone(t *testing.T, id, name string) {
+func (e *vmtEnv) assertGone(t testing.TB, id, name string) {
 	t.Helper()
 	e.assertNoHostTrace(t, id, name)
 	if vm, ok := e.row(t, id); ok {
@@ -943,7 +943,7 @@ func (e *vmtEnv) assertGone(t *testing.T, id, name string) {
 
 // assertDown: a VM that exists but does not run (stopped, or in error
 // after a failed start) holds its disk and IP and nothing else.
-func (e *vmtEnv) assertDown(t *testing.T, id, name string, state store.VMState, reason string) {
+func (e *vmtEnv) assertDown(t testing.TB, id, name string, state store.VMState, reason string) {
 	t.Helper()
 	e.assertNoHostTrace(t, id, name)
 	vm, ok := e.row(t, id)
@@ -976,7 +976,7 @@ func (e *vmtEnv) assertDown(t *testing.T, id, name string, state store.VMState, 
 
 // handles copies the VM's cached handles, read under its lock as the
 // daemon reads them.
-func (e *vmtEnv) handles(t *testing.T, id string) (vmHandles, bool) {
+func (e *vmtEnv) handles(t testing.TB, id string) (vmHandles, bool) {
 	t.Helper()
 	unlock, err := e.d.vms.locks.Lock(e.ctx(), id)
 	if err != nil {
@@ -992,7 +992,7 @@ func (e *vmtEnv) handles(t *testing.T, id string) (vmHandles, bool) {
 
 // assertRunning: the VM's row says running, its one live VMM process is
 // the one its handles name, and its TAP and DNS name are there.
-func (e *vmtEnv) assertRunning(t *testing.T, id, name string) {
+func (e *vmtEnv) assertRunning(t testing.TB, id, name string) {
 	t.Helper()
 	vm, ok := e.row(t, id)
 	if !ok || vm.State != store.VMRunning {
@@ -1016,7 +1016,7 @@ func (e *vmtEnv) assertRunning(t *testing.T, id, name string) {
 
 // assertOpFailed: the op failed, in memory and in the store, with an error
 // naming the VM and containing want.
-func (e *vmtEnv) assertOpFailed(t *testing.T, final rpc.Op, name, want string) {
+func (e *vmtEnv) assertOpFailed(t testing.TB, final rpc.Op, name, want string) {
 	t.Helper()
 	if final.State != "failed" || !strings.Contains(final.Error, name) || !strings.Contains(final.Error, want) {
 		t.Errorf("op %s on %s: %s %q; want failed naming the VM and saying %q", final.Kind, name, final.State, final.Error, want)
