@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"banger/internal/daemon/opstate"
@@ -88,7 +89,8 @@ func (m *vmManager) stopGuest(ctx context.Context, vm store.VM, grace time.Durat
 		}
 	}
 	m.handles.set(func() { h.proc, h.PID, h.TAP, h.hostKey, h.HostKey = nil, 0, "", nil, "" })
-	if err := writeHandles(m.layout.VMHandles(vm.ID), h); err != nil {
+	// A create that failed early has no directory yet: nothing to record.
+	if err := writeHandles(m.layout.VMHandles(vm.ID), h); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -54,36 +54,14 @@ func (m *vmManager) remove(ctx context.Context, call *rpc.Call) (struct{}, error
 // guest that hung while booting is not waited for.
 func (m *vmManager) destroy(ctx context.Context, id string, grace time.Duration) error {
 	var errs []error
-	vm, verr := m.store.GetVM(ctx, id)
-	h, ok := m.handles.get(id)
-	if ok && h.proc != nil {
-		sctx, cancel := context.WithTimeout(ctx, grace+5*time.Second)
-		if err := h.proc.Shutdown(sctx, grace); err != nil {
-			h.proc.Kill()
-		}
-		cancel()
-		select {
-		case <-h.proc.Done():
-		case <-time.After(10 * time.Second):
-			errs = append(errs, fmt.Errorf("vmm pid %d did not exit", h.proc.PID()))
-		}
+	vm, err := m.store.GetVM(ctx, id)
+	if err != nil {
+		vm = store.VM{ID: id} // no row: still release the host objects
 	}
-	m.netMu.Lock()
-	n := m.net
-	m.netMu.Unlock()
-	if n != nil {
-		if verr == nil {
-			if addr, found := n.DNS().Lookup(vm.Name); found && ok && addr == h.IP {
-				n.DNS().Unregister(vm.Name)
-			}
-		}
-		if ok && h.TAP != "" {
-			if err := n.TAPs().Release(h.TAP); err != nil {
-				errs = append(errs, fmt.Errorf("release tap %s: %w", h.TAP, err))
-			}
-		}
+	if err := m.stopGuest(ctx, vm, grace); err != nil {
+		errs = append(errs, err)
 	}
-	if ok {
+	if h, ok := m.handles.get(id); ok {
 		if err := m.releaseDisk(ctx, id, h); err != nil {
 			errs = append(errs, fmt.Errorf("release the disk: %w", err))
 		}

@@ -24,7 +24,7 @@
 //
 // # Streams
 //
-// A long call (op.watch now; vm.exec and shells later) streams events to the
+// A long call (op.watch, vm.exec, vm.logs, vm.proxy) streams events to the
 // caller before its final response, as notifications bound to the request id:
 //
 //	{"jsonrpc":"2.0","method":"rpc.event","params":{"id":7,"kind":"progress","data":{...}}}
