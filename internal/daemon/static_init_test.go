@@ -32,7 +32,9 @@ func TestStaticInitCheck(t *testing.T) {
 	if err := checkStaticInit(build("static", "0")); err != nil {
 		t.Errorf("a CGO_ENABLED=0 binary was refused: %v", err)
 	}
-	if _, err := exec.LookPath("gcc"); err == nil {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Log("no gcc: the dynamically linked case is not checked (cgo needs a C compiler)")
+	} else {
 		err := checkStaticInit(build("dynamic", "1"))
 		if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "CGO_ENABLED=0") {
 			t.Errorf("a dynamically linked binary: %v, want a failed precondition saying to build with CGO_ENABLED=0", err)
