@@ -65,8 +65,8 @@ type Daemon struct {
 
 	// images is the image and kernel registry; imageOpsMu lives on it.
 	images *imageManager
-	// vms runs VMs; createVMMu, the handle cache and the VM network live
-	// on it.
+	// vms runs VMs; createVMMu, the handle cache, the capability hooks
+	// (vmCaps) and the VM network live on it.
 	vms *vmManager
 	// files reads paths callers name, with their permissions.
 	files callerFiles

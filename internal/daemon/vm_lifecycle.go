@@ -54,14 +54,21 @@ func (m *vmManager) withVMLockByID(ctx context.Context, id string, fn func(vm st
 	return fn(vm)
 }
 
-// stopGuest asks the guest to power off, kills the VMM after grace, and
-// releases the TAP and the DNS name. The disk and the IP stay the VM's.
+// stopGuest runs the capabilities' preStop (the DNS name goes), asks the
+// guest to power off, kills the VMM after grace, and releases the TAP.
+// A failing preStop is reported and the release goes on. The disk and the IP stay the VM's.
 // The caller holds vmLocks[id].
 func (m *vmManager) stopGuest(ctx context.Context, vm store.VM, grace time.Duration) error {
 	var errs []error
 	h, ok := m.handles.get(vm.ID)
 	if !ok {
 		return nil
+	}
+	m.netMu.Lock()
+	n := m.net
+	m.netMu.Unlock()
+	if err := m.runPreStop(ctx, &capBoot{vm: vm, h: h, net: n}); err != nil {
+		errs = append(errs, err)
 	}
 	if h.proc != nil {
 		sctx, cancel := context.WithTimeout(ctx, grace+5*time.Second)
@@ -75,13 +82,7 @@ func (m *vmManager) stopGuest(ctx context.Context, vm store.VM, grace time.Durat
 			errs = append(errs, fmt.Errorf("vmm pid %d did not exit", h.proc.PID()))
 		}
 	}
-	m.netMu.Lock()
-	n := m.net
-	m.netMu.Unlock()
 	if n != nil {
-		if addr, found := n.DNS().Lookup(vm.Name); found && addr == h.IP {
-			n.DNS().Unregister(vm.Name)
-		}
 		if h.TAP != "" {
 			if err := n.TAPs().Release(h.TAP); err != nil {
 				errs = append(errs, fmt.Errorf("release tap %s: %w", h.TAP, err))
@@ -237,6 +238,9 @@ func (m *vmManager) stop(ctx context.Context, call *rpc.Call) (rpc.VM, error) {
 		if _, err := m.store.SetVMState(ctx, vm.ID, store.VMStopping, ""); err != nil {
 			return err
 		}
+		if err := m.preStopOrResume(ctx, vm); err != nil {
+			return err
+		}
 		serr := m.stopGuest(context.WithoutCancel(ctx), vm, grace)
 		state, reason := store.VMStopped, "stopped by request"
 		if serr != nil {
@@ -250,6 +254,33 @@ func (m *vmManager) stop(ctx context.Context, call *rpc.Call) (rpc.VM, error) {
 		return errors.Join(serr, err)
 	})
 	return out, err
+}
+
+// preStopOrResume runs the capabilities' preStop before a requested stop.
+// If one fails the stop changes nothing: the capabilities' postBoot run
+// again, so the running VM is whole, and it is recorded running again.
+// The caller holds vmLocks[vm.ID] and has recorded "stopping".
+func (m *vmManager) preStopOrResume(ctx context.Context, vm store.VM) error {
+	h, ok := m.handles.get(vm.ID)
+	if !ok {
+		return nil
+	}
+	m.netMu.Lock()
+	n := m.net
+	m.netMu.Unlock()
+	b := &capBoot{vm: vm, h: h, net: n}
+	err := m.runPreStop(ctx, b)
+	if err == nil {
+		return nil
+	}
+	ctx = context.WithoutCancel(ctx)
+	if rerr := m.runPostBoot(ctx, b); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("resume the running VM: %w", rerr))
+	}
+	if _, serr := m.store.SetVMState(ctx, vm.ID, store.VMRunning, ""); serr != nil {
+		err = errors.Join(err, serr)
+	}
+	return fmt.Errorf("stop vm %q: %w", vm.Name, err)
 }
 
 // restart is stop then start, holding vmLocks[id] across both.
@@ -277,6 +308,9 @@ func (m *vmManager) restart(ctx context.Context, call *rpc.Call) (rpc.VMStarted,
 			}
 			report(opstate.Progress{Phase: "stop"})
 			if _, err := m.store.SetVMState(ctx, vm.ID, store.VMStopping, ""); err != nil {
+				return err
+			}
+			if err := m.preStopOrResume(ctx, vm); err != nil {
 				return err
 			}
 			if err := m.stopGuest(context.WithoutCancel(ctx), vm, grace); err != nil {

@@ -14,8 +14,9 @@ import (
 	"banger/internal/store"
 )
 
-// startGuest boots a VM whose disk exists: TAP, client key, VMM, then the
-// guest's host key on the console and its SSH. The caller holds
+// startGuest boots a VM whose disk exists: TAP, the capabilities'
+// preStart (the daemon's key), VMM, the guest's host key on the console
+// and its SSH, then the capabilities' postBoot (the DNS name). The caller holds
 // vmLocks[vm.ID] and has recorded the state "starting"; on error the
 // caller releases what was taken (stopGuest, or destroy for a create).
 func (m *vmManager) startGuest(ctx context.Context, vm store.VM, k store.Kernel, n *vmnet.Network, h *vmHandles, t0 time.Time, report func(opstate.Progress)) error {
@@ -28,12 +29,15 @@ func (m *vmManager) startGuest(ctx context.Context, vm store.VM, k store.Kernel,
 	if err := writeHandles(m.layout.VMHandles(vm.ID), h); err != nil {
 		return err
 	}
-	signer, authKey, err := newClientKey(m.layout.VMClientKey(vm.ID))
-	if err != nil {
+	g := n.GuestNet(vm.ID, ip)
+	b := &capBoot{vm: vm, h: h, net: n, guest: &guestParams{
+		Addr: g.Addr.String(), Gateway: g.Gateway.String(), DNS: g.DNS.String(),
+		Hostname: vm.Name, Domain: g.Domain, MTU: g.MTU,
+		Entrypoint: optionsOf(vm).Entrypoint,
+	}}
+	if err := m.runPreStart(ctx, b); err != nil {
 		return err
 	}
-	h.signer = signer
-	g := n.GuestNet(vm.ID, ip)
 
 	report(opstate.Progress{Phase: "boot", Message: m.vmm})
 	tLaunch := time.Now()
@@ -42,14 +46,10 @@ func (m *vmManager) startGuest(ctx context.Context, vm store.VM, k store.Kernel,
 		kernelInitrd = m.layout.KernelInitrd(k.ID)
 	}
 	proc, err := m.launchVMM(ctx, bootSpec{
-		ID:     vm.ID,
-		Kernel: m.layout.KernelImage(k.ID),
-		Initrd: kernelInitrd,
-		Cmdline: guestCmdline(guestParams{
-			Addr: g.Addr.String(), Gateway: g.Gateway.String(), DNS: g.DNS.String(),
-			Hostname: vm.Name, Domain: g.Domain, AuthKey: authKey, MTU: g.MTU,
-			Entrypoint: optionsOf(vm).Entrypoint,
-		}),
+		ID:         vm.ID,
+		Kernel:     m.layout.KernelImage(k.ID),
+		Initrd:     kernelInitrd,
+		Cmdline:    guestCmdline(*b.guest),
 		Disk:       h.DiskPath,
 		TAP:        h.TAP,
 		MAC:        g.MAC.String(),
@@ -90,8 +90,8 @@ func (m *vmManager) startGuest(ctx context.Context, vm store.VM, k store.Kernel,
 	if err := writeHandles(m.layout.VMHandles(vm.ID), h); err != nil {
 		return err
 	}
-	if err := n.DNS().Register(vm.Name, ip); err != nil {
-		return fmt.Errorf("register %s in DNS: %w", vm.Name, err)
+	if err := m.runPostBoot(ctx, b); err != nil {
+		return err
 	}
 	err = m.updateVM(ctx, vm.ID, func(v *store.VM) {
 		v.State, v.StartedAt, v.StateReason = store.VMRunning, time.Now(), ""

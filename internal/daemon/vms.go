@@ -42,6 +42,10 @@ type vmManager struct {
 	// handles is the in-memory cache of each VM's transient host handles.
 	handles *handleCache
 
+	// caps are the registered capability hooks (the blueprint's vmCaps),
+	// set at Open and read-only after: see vmCap.
+	caps []vmCap
+
 	// ctx is the daemon's long-lived context (cancelled at shutdown);
 	// the exit watchers run under it and are counted by watchers.
 	ctx      context.Context
@@ -77,6 +81,7 @@ func newVMManager(d *Daemon) *vmManager {
 		handles: newHandleCache(),
 		ctx:     d.opsCtx,
 	}
+	m.caps = defaultCaps(m)
 	m.guestDial = m.dialInNetNS
 	m.launchVMM = m.launch
 	m.guestWaitForSSH = func(ctx context.Context, t guest.Target) (*ssh.Client, error) {
