@@ -29,8 +29,13 @@ type vmProcess interface {
 // both vmLocks[id] and handleCache.mu (handleCache.set) and read holding
 // either (handleCache.view).
 type vmHandles struct {
-	VMM        string     `json:"vmm"`
-	PID        int        `json:"pid"`
+	VMM string `json:"vmm"`
+	PID int    `json:"pid"`
+	// PIDStart and VMMExe identify the VMM process beyond its PID (see
+	// verifyVMM): its start time in clock ticks since boot and its
+	// executable.
+	PIDStart   uint64     `json:"pid_start,omitempty"`
+	VMMExe     string     `json:"vmm_exe,omitempty"`
 	TAP        string     `json:"tap"`
 	IP         netip.Addr `json:"ip"`
 	HostKey    string     `json:"host_key,omitempty"` // authorized_keys format

@@ -89,7 +89,7 @@ func (m *vmManager) stopGuest(ctx context.Context, vm store.VM, grace time.Durat
 			}
 		}
 	}
-	m.handles.set(func() { h.proc, h.PID, h.TAP, h.hostKey, h.HostKey = nil, 0, "", nil, "" })
+	m.handles.set(func() { h.proc, h.PID, h.PIDStart, h.VMMExe, h.TAP, h.hostKey, h.HostKey = nil, 0, 0, "", "", nil, "" })
 	// A create that failed early has no directory yet: nothing to record.
 	if err := writeHandles(m.layout.VMHandles(vm.ID), h); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
@@ -115,7 +115,9 @@ func (m *vmManager) watchExit(id, name string, proc vmProcess) {
 				return nil
 			}
 			reason := "the guest powered off"
-			if code, _ := waitCode(proc); code != 0 {
+			if _, adopted := proc.(*adoptedProc); adopted {
+				reason = "the VMM exited (adopted after a daemon restart, its exit status is not known)"
+			} else if code, _ := waitCode(proc); code != 0 {
 				reason = fmt.Sprintf("the VMM exited with status %d", code)
 			}
 			serr := m.stopGuest(m.ctx, vm, 0)

@@ -40,6 +40,15 @@ func (m *vmManager) remove(ctx context.Context, call *rpc.Call) (struct{}, error
 	if vm.State == store.VMRunning && !p.Force {
 		return struct{}{}, fmt.Errorf("vm %q is running: stop it first or use --force: %w", vm.Name, errdefs.ErrFailedPrecondition)
 	}
+	// Record intent before touching the host: a daemon that dies during
+	// the removal completes it at its next start (recover).
+	state := vm.State
+	if state == store.VMRunning || state == store.VMStarting {
+		state = store.VMStopping
+	}
+	if _, err := m.store.SetVMState(ctx, vm.ID, state, reasonRemoving); err != nil {
+		return struct{}{}, err
+	}
 	if err := m.destroy(context.WithoutCancel(ctx), vm.ID, stopGrace); err != nil {
 		return struct{}{}, err
 	}

@@ -199,13 +199,16 @@ func (v *vmtVMM) start(spec bootSpec, plan vmtPlan) (*vmtProc, error) {
 	if err := os.WriteFile(spec.ConsoleLog, nil, 0o640); err != nil {
 		return nil, err
 	}
-	argv := []string{"sleep", "3600"}
+	life := "3600"
 	switch {
 	case plan.exitEarly:
-		argv = []string{"sleep", "0.05"}
+		life = "0.05"
 	case plan.lifetime > 0:
-		argv = []string{"sleep", strconv.FormatFloat(plan.lifetime.Seconds(), 'f', 3, 64)}
+		life = strconv.FormatFloat(plan.lifetime.Seconds(), 'f', 3, 64)
 	}
+	// Named as QEMU names its VMs (-name guest=banger-ID), so that the
+	// daemon's checks of a VMM's command line hold for the fake too.
+	argv := []string{"bash", "-c", "exec -a guest=banger-" + spec.ID + " sleep " + life}
 	if spec.NetNS != "" {
 		argv = append([]string{"nsenter", "--net=" + filepath.Join(vmnet.NetNSDir, spec.NetNS), "--"}, argv...)
 	}
@@ -240,6 +243,12 @@ func (v *vmtVMM) start(spec bootSpec, plan vmtPlan) (*vmtProc, error) {
 	if err := <-started; err != nil {
 		return nil, fmt.Errorf("fake vmm: %w", err)
 	}
+	// A real VMM answers on its socket only once it runs as itself (nsenter
+	// has exec'd it): wait likewise for the exec into sleep.
+	vmtWaitFor(2*time.Second, func() bool {
+		exe, _ := procExe(cmd.Process.Pid)
+		return strings.HasSuffix(exe, "/sleep") || p.exitedNow()
+	})
 	if !plan.exitEarly && !plan.noHostKey {
 		v.wg.Add(1)
 		go func() {
@@ -599,6 +608,7 @@ type vmtEnv struct {
 	log   *vmtLog
 	vmm   *vmtVMM
 	image store.Image
+	r     *running
 }
 
 // vmtSetup starts the daemon. It needs root: the VM network makes a
@@ -648,13 +658,38 @@ func vmtSetup(t testing.TB, mod func(*config.Config)) *vmtEnv {
 	d.vms.launchVMM = e.vmm.launch
 	d.vms.guestDial = e.vmm.dial
 	d.vms.guestWaitForSSH = e.vmm.waitForSSH
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{d: d, cfg: cfg, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- d.Serve(ctx) }()
-	t.Cleanup(func() { r.stop(t) })
-	e.c = dialDaemon(t, cfg)
+	e.serve(t)
 	e.image = e.addImage(t)
 	return e
+}
+
+// serve runs e.d and connects a client to it.
+func (e *vmtEnv) serve(t testing.TB) {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{d: e.d, cfg: e.cfg, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- e.d.Serve(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	e.r = r
+	e.c = dialDaemon(t, e.cfg)
+}
+
+// restartDaemon stops the daemon as `systemctl restart` would (the fake
+// VMMs, which outlive it, keep running) and opens a new one on the same
+// root, with the same seams.
+func (e *vmtEnv) restartDaemon(t testing.TB) {
+	t.Helper()
+	e.c.Close()
+	e.r.stop(t)
+	logger := slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	d, err := Open(context.Background(), Options{Config: e.cfg, Logger: logger})
+	if err != nil {
+		t.Fatalf("Open after restart: %v", err)
+	}
+	e.d = d
+	d.vms.launchVMM = e.vmm.launch
+	d.vms.guestDial = e.vmm.dial
+	d.vms.guestWaitForSSH = e.vmm.waitForSSH
+	e.serve(t)
 }
 
 // addImage records a kernel and a ready 8 MiB image (a sparse file: the

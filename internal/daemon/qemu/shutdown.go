@@ -96,3 +96,16 @@ func (p *Process) waitExit(ctx context.Context, d time.Duration) (bool, error) {
 		return false, fmt.Errorf("stopping VM %s: %w", p.id, context.Cause(ctx))
 	}
 }
+
+// SendCtrlAltDel presses ctrl-alt-del in the VM whose QMP socket is sock,
+// over a connection of its own: how a daemon asks a guest whose QEMU it
+// did not start (one it adopted after a restart) to power off.
+func SendCtrlAltDel(ctx context.Context, sock string) error {
+	c, err := DialQMP(ctx, sock)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Execute(ctx, "send-key", ctrlAltDel)
+	return err
+}
