@@ -37,6 +37,9 @@ type Config struct {
 	MaxRequestBytes int      `toml:"max_request_bytes"`
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
 	OpRetention     Duration `toml:"op_retention"`
+	// ReconcileInterval is how often the reconciler checks VMMs and sweeps
+	// host objects no record owns.
+	ReconcileInterval Duration `toml:"reconcile_interval"`
 	// InsecureRegistries may be reached over plain HTTP ("host" or
 	// "host:port"). Loopback registries always may, as with docker.
 	InsecureRegistries []string `toml:"insecure_registries"`
@@ -79,6 +82,7 @@ var Keys = []Key{
 	{"max_request_bytes", "1048576", "Largest JSON-RPC request line the daemon reads; larger ones are refused and the connection closed."},
 	{"shutdown_timeout", `"30s"`, "On SIGINT/SIGTERM, how long in-flight requests may run before they are cancelled."},
 	{"op_retention", `"10m"`, "How long finished async operations stay visible to op.get/op.list."},
+	{"reconcile_interval", `"5s"`, "How often the reconciler checks VMMs and removes host objects no record owns."},
 	{"insecure_registries", "[]", "Registries (host or host:port) that may be reached over plain HTTP. Loopback registries (localhost, 127.0.0.0/8, ::1) always may."},
 	{"image_headroom_mib", "1024", "Free space added to an image's ext4 beyond its content, in MiB: room for a VM to install things."},
 	{"pull_concurrency", "3", "Layers downloaded at once per pull."},
@@ -117,6 +121,7 @@ func Default() Config {
 		MaxRequestBytes:    1 << 20,
 		ShutdownTimeout:    Duration(30 * time.Second),
 		OpRetention:        Duration(10 * time.Minute),
+		ReconcileInterval:  Duration(5 * time.Second),
 		InsecureRegistries: []string{},
 		ImageHeadroomMiB:   1024,
 		PullConcurrency:    3,
@@ -209,6 +214,9 @@ func (c Config) Validate() error {
 	}
 	if d := time.Duration(c.OpRetention); d < time.Second || d > 7*24*time.Hour {
 		return bad("op_retention", "%s is outside 1s..168h", d)
+	}
+	if d := time.Duration(c.ReconcileInterval); d < 100*time.Millisecond || d > time.Hour {
+		return bad("reconcile_interval", "%s is outside 100ms..1h", d)
 	}
 	for _, r := range c.InsecureRegistries {
 		if !validRegistryHost(r) {

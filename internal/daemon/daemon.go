@@ -201,10 +201,14 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(d.listener) }()
 
-	bgDone := make(chan struct{})
+	bgDone := make(chan struct{}, 2)
 	go func() {
-		defer close(bgDone)
+		defer func() { bgDone <- struct{}{} }()
 		d.sweepLoop(ctx)
+	}()
+	go func() {
+		defer func() { bgDone <- struct{}{} }()
+		d.vms.reconcileLoop(ctx, d.config.ReconcileInterval.Std())
 	}()
 	d.logger.Info("daemon ready", "socket", d.config.Socket)
 
@@ -222,6 +226,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	cancel()
 	d.opsCancel()
 	d.opsWG.Wait()
+	<-bgDone
 	<-bgDone
 	if cerr := d.vms.close(); cerr != nil {
 		d.logger.Warn("stop the VM network's services", "err", cerr)
@@ -313,6 +318,8 @@ func (d *Daemon) dispatch(ctx context.Context, call *rpc.Call) (any, error) {
 		return d.vms.promote(ctx, call)
 	case rpc.MethodVMProxy:
 		return d.vms.proxy(ctx, call)
+	case rpc.MethodReconcile:
+		return d.vms.reconcile(ctx, call)
 	case rpc.MethodOpList:
 		return d.listOps(call)
 	case rpc.MethodOpGet:

@@ -89,12 +89,8 @@ func isOurVMM(pid int, id string) bool {
 	if err != nil {
 		return false
 	}
-	for _, arg := range bytes.Split(data, []byte{0}) {
-		if string(arg) == id || bytes.HasSuffix(arg, []byte("banger-"+id)) {
-			return true
-		}
-	}
-	return false
+	got, ok := vmIDFromArgv(strings.Split(strings.TrimRight(string(data), "\x00"), "\x00"))
+	return ok && got == id
 }
 
 // adoptedProc is a VMM a previous daemon started: not this daemon's

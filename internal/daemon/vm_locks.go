@@ -71,3 +71,32 @@ func (s *vmLockSet) len() int {
 	defer s.mu.Unlock()
 	return len(s.locks)
 }
+
+// TryLock takes id's lock if nobody holds it, without waiting: the
+// reconciler skips a VM an op is busy with and looks again next pass.
+func (s *vmLockSet) TryLock(id string) (unlock func(), ok bool) {
+	s.mu.Lock()
+	if s.locks == nil {
+		s.locks = make(map[string]*vmLock)
+	}
+	l := s.locks[id]
+	if l == nil {
+		l = &vmLock{slot: make(chan struct{}, 1)}
+		s.locks[id] = l
+	}
+	l.refs++
+	s.mu.Unlock()
+	select {
+	case l.slot <- struct{}{}:
+	default:
+		s.release(id, l)
+		return nil, false
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			<-l.slot
+			s.release(id, l)
+		})
+	}, true
+}

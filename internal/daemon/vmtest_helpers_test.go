@@ -206,9 +206,10 @@ func (v *vmtVMM) start(spec bootSpec, plan vmtPlan) (*vmtProc, error) {
 	case plan.lifetime > 0:
 		life = strconv.FormatFloat(plan.lifetime.Seconds(), 'f', 3, 64)
 	}
-	// Named as QEMU names its VMs (-name guest=banger-ID), so that the
-	// daemon's checks of a VMM's command line hold for the fake too.
-	argv := []string{"bash", "-c", "exec -a guest=banger-" + spec.ID + " sleep " + life}
+	// Named as QEMU names its VMs (-name guest=banger-ID) and naming its
+	// socket in the VM's directory, so that the daemon's checks of a VMM's
+	// command line hold for the fake too.
+	argv := []string{"bash", "-c", "exec -a guest=banger-" + spec.ID + ",qmp=" + spec.Socket + " sleep " + life}
 	if spec.NetNS != "" {
 		argv = append([]string{"nsenter", "--net=" + filepath.Join(vmnet.NetNSDir, spec.NetNS), "--"}, argv...)
 	}
@@ -642,6 +643,8 @@ func vmtSetup(t testing.TB, mod func(*config.Config)) *vmtEnv {
 	cfg.Disk = "copy"
 	cfg.TAPPoolSize = 2
 	cfg.BootTimeout = config.Duration(10 * time.Second)
+	// The reconciler's passes take VM locks; tests that want it say so.
+	cfg.ReconcileInterval = config.Duration(time.Hour)
 	if mod != nil {
 		mod(&cfg)
 	}

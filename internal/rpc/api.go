@@ -409,3 +409,33 @@ type ImagePromoteParams struct {
 // the daemon: a stream whose stdout events are the guest's bytes and whose
 // stdin/eof input events are the caller's.
 const MethodVMProxy = "vm.proxy"
+
+// MethodReconcile lists every host object banger made (its ledger), each
+// with the owner its name or command line records, and removes the
+// orphans, those no record owns, unless DryRun (`banger doctor --fix
+// [--dry-run]`).
+const MethodReconcile = "daemon.reconcile"
+
+// ReconcileParams are daemon.reconcile's parameters.
+type ReconcileParams struct {
+	DryRun bool `json:"dry_run,omitempty"`
+}
+
+// HostObject is one host object banger made.
+type HostObject struct {
+	Kind  string `json:"kind"`  // tap, vmm, vm-dir, image-dir, kernel-dir, staging, loop, dm, nft-table
+	Name  string `json:"name"`  // device or table name, PID, or path
+	Owner string `json:"owner"` // "vm:ID", "image:ID", "kernel:ID", "op", "daemon", or "" when none
+	// Orphan: no record owns it; Why says how that was decided.
+	Orphan bool   `json:"orphan"`
+	Why    string `json:"why,omitempty"`
+	// Removed is set when this call removed it; Error when it could not.
+	Removed bool   `json:"removed,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// ReconcileResult is daemon.reconcile's result.
+type ReconcileResult struct {
+	Objects []HostObject `json:"objects"`
+	DryRun  bool         `json:"dry_run"`
+}
