@@ -90,6 +90,13 @@ func Untar(r io.Reader, dest string) error {
 	return extractTar(r, dest, os.Geteuid(), os.Getegid())
 }
 
+// Tar writes a tar of src's paths to w as the tar built-in does (see
+// writeTar): the sending half of a workspace export, for tests outside the
+// guest.
+func Tar(w io.Writer, src string, paths ...string) error {
+	return writeTar(w, src, paths)
+}
+
 // startBuiltin runs a built-in in the init itself, on the channel.
 func (sess *session) startBuiltin(c *command) *job {
 	bio := builtinIO{
