@@ -27,7 +27,9 @@ type Manifest struct {
 // workspace root with "/" separators (".git/..." for the git part).
 type Entry struct {
 	Path string
-	// Mode is the permission bits of a regular file, or fs.ModeSymlink|0o777.
+	// Mode is the permission bits of a regular file, fs.ModeSymlink|0o777
+	// for a symlink, or fs.ModeDir|perm for the empty directory of an
+	// uninitialised submodule (Size 0, no hash).
 	Mode fs.FileMode
 	// Size in bytes (a symlink's: its target's length).
 	Size int64

@@ -125,6 +125,10 @@ func sources(ctx context.Context, g Git, repo *Repo) ([]source, func(), error) {
 		if f == ".git" || strings.HasPrefix(f, ".git/") {
 			continue
 		}
+		if d, ok := strings.CutSuffix(f, "/"); ok {
+			srcs = append(srcs, source{name: d, root: work, rel: d, dirs: true, dir: true})
+			continue
+		}
 		if path.Base(f) == ".git" {
 			// An initialised submodule's git: a "gitdir:" file is copied
 			// as is; a directory is copied like the top one.
@@ -199,6 +203,9 @@ func (p *packer) classify(s source) (e Entry, changed, ok bool, err error) {
 	}
 	e.Stat = statKey(fi)
 	switch {
+	case s.dir && fi.IsDir():
+		e.Mode = fs.ModeDir | fi.Mode().Perm()
+		return e, !had || old.Mode != e.Mode, true, nil
 	case fi.Mode().IsRegular():
 		e.Mode, e.Size = fi.Mode().Perm(), fi.Size()
 	case fi.Mode()&fs.ModeSymlink != 0:
@@ -252,6 +259,9 @@ func (p *packer) write(s source, e *Entry) error {
 		_, err := p.tw.Write(s.data)
 		p.sentBytes += hdr.Size
 		return err
+	case s.dir:
+		hdr.Typeflag, hdr.Name = tar.TypeDir, s.name+"/"
+		return p.tw.WriteHeader(hdr)
 	case e.Mode&fs.ModeSymlink != 0:
 		target, err := s.root.Readlink(s.rel)
 		if err != nil {

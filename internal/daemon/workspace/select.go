@@ -18,12 +18,14 @@ type source struct {
 	rel  string
 	data []byte // generated content (a sanitised git config)
 	dirs bool   // parents are checked for symlinks in root (work tree files)
+	dir  bool   // an empty directory (an uninitialised submodule)
 }
 
 // workFiles lists the work tree's files to import, relative to dir, each
 // prefixed with prefix: tracked plus untracked-not-ignored (git ls-files
 // -z --cached --others --exclude-standard), and for each initialised
-// submodule its own files and git directory. A tracked file deleted from
+// submodule its own files and git directory; an uninitialised one is
+// listed as its directory, with a trailing "/". A tracked file deleted from
 // the work tree is listed here and skipped by Pack when it is not found.
 func workFiles(ctx context.Context, g Git, dir, prefix string, notes *[]string) ([]string, error) {
 	out, err := output(ctx, g, dir, nil, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
@@ -46,7 +48,8 @@ func workFiles(ctx context.Context, g Git, dir, prefix string, notes *[]string) 
 		case gitlinks[p]:
 			sub := filepath.Join(dir, p)
 			if _, err := os.Lstat(filepath.Join(sub, ".git")); err != nil {
-				continue // not initialised: Inspect said so
+				files = append(files, prefix+p+"/") // not initialised: its empty directory
+				continue
 			}
 			inner, err := workFiles(ctx, g, sub, prefix+p+"/", notes)
 			if err != nil {
