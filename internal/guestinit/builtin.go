@@ -83,6 +83,20 @@ func runBuiltin(args []string, bio builtinIO) (code int, after func()) {
 	return fail(127, "%s: unknown built-in (have untar, tar, authorize, poweroff)", args[0])
 }
 
+// Untar extracts the tar stream r under dest as the untar built-in does
+// (see extractTar), owned by this process's user: the receiving half of a
+// workspace import, for callers and tests outside the guest.
+func Untar(r io.Reader, dest string) error {
+	return extractTar(r, dest, os.Geteuid(), os.Getegid())
+}
+
+// Tar writes a tar of src's paths to w as the tar built-in does (see
+// writeTar): the sending half of a workspace export, for tests outside the
+// guest.
+func Tar(w io.Writer, src string, paths ...string) error {
+	return writeTar(w, src, paths)
+}
+
 // startBuiltin runs a built-in in the init itself, on the channel.
 func (sess *session) startBuiltin(c *command) *job {
 	bio := builtinIO{

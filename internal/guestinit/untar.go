@@ -26,7 +26,15 @@ import (
 //
 // Modes (permission, setuid, setgid, sticky bits), symlinks, hard links
 // and modification times are kept; every entry is owned by uid:gid when
-// running as root. Devices, FIFOs and sockets are skipped. The first
+// running as root (DEST too, when the archive has a "." or "./" entry).
+// Devices, FIFOs and sockets are skipped.
+//
+// A regular entry carrying the PAX record DeletionsRecord is not
+// extracted: it lists, NUL-separated, paths to remove under DEST (each
+// checked like an entry name, removed through the same os.Root, with a
+// directory removed with its contents and parents left empty by the
+// removal pruned). Workspace imports send one before the changed files
+// of an incremental import. The first
 // refused or failed entry stops the extraction with an error naming it;
 // entries before it stay extracted.
 func extractTar(r io.Reader, dest string, uid, gid int) error {
@@ -67,9 +75,13 @@ func (x *extractor) entry(hdr *tar.Header, body io.Reader) error {
 	if err != nil {
 		return err
 	}
+	if hdr.PAXRecords[DeletionsRecord] != "" && (hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA) {
+		return x.deletions(body, hdr.Size)
+	}
 	if name == "." {
 		if hdr.Typeflag == tar.TypeDir {
 			x.dirs = append(x.dirs, withName(hdr, "."))
+			return x.own(".")
 		}
 		return nil
 	}
@@ -216,4 +228,40 @@ func tarMode(hdr *tar.Header) fs.FileMode {
 		m |= fs.ModeSticky
 	}
 	return m
+}
+
+// DeletionsRecord is the PAX record marking the deletion list of a
+// workspace import (the workspace package writes it under the same key).
+const DeletionsRecord = "BANGER.delete"
+
+// maxDeletions bounds the deletion list held in memory.
+const maxDeletions = 64 << 20
+
+// deletions removes the NUL-separated paths in body.
+func (x *extractor) deletions(body io.Reader, size int64) error {
+	if size > maxDeletions {
+		return fmt.Errorf("deletion list of %d bytes refused (limit %d)", size, maxDeletions)
+	}
+	list, err := io.ReadAll(io.LimitReader(body, maxDeletions))
+	if err != nil {
+		return err
+	}
+	for _, p := range strings.Split(string(list), "\x00") {
+		if p == "" {
+			continue
+		}
+		name, err := entryName(p)
+		if err != nil || name == "." {
+			return fmt.Errorf("deleting %q: refused", p)
+		}
+		if err := x.root.RemoveAll(name); err != nil {
+			return fmt.Errorf("deleting %q: %w", p, err)
+		}
+		for d := path.Dir(name); d != "."; d = path.Dir(d) {
+			if fi, err := x.root.Lstat(d); err != nil || !fi.IsDir() || x.root.Remove(d) != nil {
+				break // not empty, or not there: keep it and its parents
+			}
+		}
+	}
+	return nil
 }

@@ -1,0 +1,27 @@
+package workspace
+
+// initPath is the guest init in every image (guestinit.InitPath; a leaf
+// cannot import it without pulling the whole init in).
+const initPath = "/.banger/init"
+
+// GuestUntarArgv is the guest command that receives a Pack stream on its
+// stdin into dest (the guest init's untar built-in: no tar in the image).
+func GuestUntarArgv(dest string) []string { return []string{initPath, "untar", dest} }
+
+// GuestTreeArgv is the guest command that writes the workspace at dest to
+// its stdout as a tar, Export's tree (the guest init's tar built-in: no
+// tar or git needed in the image).
+func GuestTreeArgv(dest string) []string { return []string{initPath, "tar", dest, "."} }
+
+// GuestHeadArgv prints the guest's HEAD commit (needs git in the guest; a
+// failure means no git, or no repository: export without a bundle).
+func GuestHeadArgv(dest string) []string {
+	return []string{"git", "-c", "safe.directory=" + dest, "-C", dest, "rev-parse", "--verify", "HEAD^{commit}"}
+}
+
+// GuestBundleArgv writes to stdout a bundle of the guest's commits since
+// base (run it only when GuestHeadArgv printed something other than base;
+// git refuses to write an empty bundle).
+func GuestBundleArgv(dest, base string) []string {
+	return []string{"git", "-c", "safe.directory=" + dest, "-C", dest, "bundle", "create", "-", base + "..HEAD"}
+}
