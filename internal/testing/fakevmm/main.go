@@ -122,20 +122,41 @@ func (v *vm) requestExit(r exitReq) {
 	}
 }
 
-// checkOwnNetNS fails unless this process's network namespace differs
-// from PID 1's.
+// initNetInode is the initial network namespace's inode number on kernels
+// that give it a fixed one (PROC_NET_INIT_INO); dynamically numbered
+// namespaces start above it.
+const initNetInode = 0xEFFFFFF9
+
+// checkOwnNetNS fails unless this process runs in a network namespace that
+// is not the host's: not PID 1's (compared by inode), nor the kernel's
+// initial one. Where PID 1's namespace cannot be read (a sandbox without
+// ptrace access to PID 1), the namespace must be one `ip netns add` made:
+// bind-mounted under /run/netns.
 func checkOwnNetNS() error {
-	var self, init unix.Stat_t
+	var self unix.Stat_t
 	if err := unix.Stat("/proc/self/ns/net", &self); err != nil {
 		return fmt.Errorf("refusing to run: cannot tell my network namespace: %w", err)
 	}
-	if err := unix.Stat("/proc/1/ns/net", &init); err != nil {
-		return fmt.Errorf("refusing to run: cannot tell PID 1's network namespace: %w", err)
+	const refuse = "refusing to run in PID 1's network namespace: fakevmm adds the guest's address to lo and must run in a test's own namespace (set the daemon's VM netns, so qemu.Start runs it under nsenter)"
+	if self.Ino == initNetInode {
+		return errors.New(refuse)
 	}
-	if self.Ino == init.Ino && self.Dev == init.Dev {
-		return errors.New("refusing to run in PID 1's network namespace: fakevmm adds the guest's address to lo and must run in a test's own namespace (set the daemon's VM netns, so qemu.Start runs it under nsenter)")
+	var init unix.Stat_t
+	err := unix.Stat("/proc/1/ns/net", &init)
+	if err == nil {
+		if self.Ino == init.Ino && self.Dev == init.Dev {
+			return errors.New(refuse)
+		}
+		return nil
 	}
-	return nil
+	ents, _ := os.ReadDir("/run/netns")
+	for _, e := range ents {
+		var st unix.Stat_t
+		if unix.Stat(filepath.Join("/run/netns", e.Name()), &st) == nil && st.Ino == self.Ino && st.Dev == self.Dev {
+			return nil
+		}
+	}
+	return fmt.Errorf("refusing to run: PID 1's network namespace cannot be read (%v) and mine is none of /run/netns: fakevmm must run in a test's own namespace", err)
 }
 
 // setup does what QEMU does before the guest runs: open the kernel,
