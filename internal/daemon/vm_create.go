@@ -144,6 +144,7 @@ func (m *vmManager) create(ctx context.Context, call *rpc.Call) (rpc.VMStarted, 
 	if err != nil {
 		return rpc.VMStarted{}, err
 	}
+	crashPoint("create.recorded")
 	opID, err := m.startOp(ctx, rpc.MethodVMCreate, vm.Name, func(ctx context.Context, report func(opstate.Progress)) (any, error) {
 		unlock, err := m.locks.Lock(ctx, vm.ID)
 		if err != nil {
@@ -254,6 +255,7 @@ func (m *vmManager) boot(ctx context.Context, vm store.VM, im store.Image, k sto
 	if err := m.updateVM(ctx, vm.ID, func(v *store.VM) { v.DiskStrategy = h.DiskKind }); err != nil {
 		return err
 	}
+	crashPoint("create.disk")
 
 	return m.startGuest(ctx, vm, k, n, h, t0, report)
 }

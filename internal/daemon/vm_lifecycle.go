@@ -240,10 +240,12 @@ func (m *vmManager) stop(ctx context.Context, call *rpc.Call) (rpc.VM, error) {
 		if _, err := m.store.SetVMState(ctx, vm.ID, store.VMStopping, ""); err != nil {
 			return err
 		}
+		crashPoint("stop.recorded")
 		if err := m.preStopOrResume(ctx, vm); err != nil {
 			return err
 		}
 		serr := m.stopGuest(context.WithoutCancel(ctx), vm, grace)
+		crashPoint("stop.released")
 		state, reason := store.VMStopped, "stopped by request"
 		if serr != nil {
 			state, reason = store.VMError, serr.Error()

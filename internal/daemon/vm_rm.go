@@ -49,6 +49,7 @@ func (m *vmManager) remove(ctx context.Context, call *rpc.Call) (struct{}, error
 	if _, err := m.store.SetVMState(ctx, vm.ID, state, reasonRemoving); err != nil {
 		return struct{}{}, err
 	}
+	crashPoint("rm.recorded")
 	if err := m.destroy(context.WithoutCancel(ctx), vm.ID, stopGrace); err != nil {
 		return struct{}{}, err
 	}
@@ -70,6 +71,7 @@ func (m *vmManager) destroy(ctx context.Context, id string, grace time.Duration)
 	if err := m.stopGuest(ctx, vm, grace); err != nil {
 		errs = append(errs, err)
 	}
+	crashPoint("rm.stopped")
 	if h, ok := m.handles.get(id); ok {
 		if err := m.releaseDisk(ctx, id, h); err != nil {
 			errs = append(errs, fmt.Errorf("release the disk: %w", err))
@@ -78,6 +80,7 @@ func (m *vmManager) destroy(ctx context.Context, id string, grace time.Duration)
 	if err := os.RemoveAll(m.layout.VMDir(id)); err != nil {
 		errs = append(errs, err)
 	}
+	crashPoint("rm.files")
 	m.handles.drop(id)
 	if err := m.store.DeleteVM(ctx, id); err != nil && !errdefs.IsNotFound(err) {
 		errs = append(errs, err)

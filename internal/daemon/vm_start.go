@@ -29,6 +29,7 @@ func (m *vmManager) startGuest(ctx context.Context, vm store.VM, k store.Kernel,
 	if err := writeHandles(m.layout.VMHandles(vm.ID), h); err != nil {
 		return err
 	}
+	crashPoint("boot.tap")
 	g := n.GuestNet(vm.ID, ip)
 	b := &capBoot{vm: vm, h: h, net: n, guest: &guestParams{
 		Addr: g.Addr.String(), Gateway: g.Gateway.String(), DNS: g.DNS.String(),
@@ -68,6 +69,7 @@ func (m *vmManager) startGuest(ctx context.Context, vm store.VM, k store.Kernel,
 	if err := writeHandles(m.layout.VMHandles(vm.ID), h); err != nil {
 		return err
 	}
+	crashPoint("boot.vmm")
 
 	tLaunched := time.Now()
 	report(opstate.Progress{Phase: "ssh", Message: "waiting for the guest"})
@@ -94,6 +96,7 @@ func (m *vmManager) startGuest(ctx context.Context, vm store.VM, k store.Kernel,
 	if err := m.runPostBoot(ctx, b); err != nil {
 		return err
 	}
+	crashPoint("boot.ready")
 	err = m.updateVM(ctx, vm.ID, func(v *store.VM) {
 		v.State, v.StartedAt, v.StateReason = store.VMRunning, time.Now(), ""
 	})
