@@ -111,7 +111,7 @@ func (m *vmManager) recoverVM(ctx context.Context, vm store.VM) error {
 		m.logger.Warn("releasing what a stopped VM still held", "vm", vm.Name, "pid", h.PID, "tap", h.TAP)
 		return m.stopGuest(ctx, vm, 0)
 	}
-	return writeHandlesIfDir(m.layout.VMHandles(vm.ID), h)
+	return nil
 }
 
 // adopt takes over a running VM whose VMM outlived the previous daemon:
