@@ -120,10 +120,13 @@ func (p *ptyCLI) exitCode(d time.Duration) int {
 // TestShell drives `banger shell` as a user would, on a terminal: a shell
 // prompt, arithmetic, a resize seen by the guest, the exit status, and the
 // terminal's settings given back. Then the same shell without a terminal,
-// and `banger run --rm` with no command.
+// and `banger run --rm` with no command. On each backend.
 func TestShell(t *testing.T) {
-	requireTier3(t)
-	e := newEnv(t, "vmm = \"qemu\"\n")
+	forEachBackend(t, testShell)
+}
+
+func testShell(t *testing.T, b backend) {
+	e := newEnv(t, b.config)
 	e.setupImages()
 	e.importBusybox()
 	e.ok("create", "--image", "busybox", "--name", "sh1")
