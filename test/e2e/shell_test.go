@@ -252,7 +252,9 @@ func TestRun(t *testing.T) {
 
 	// A shell in an image without one says so, and gives the terminal back.
 	p := e.startInPTY("shell", "keep")
-	if code := p.exitCode(30 * time.Second); code != 127 || !strings.Contains(p.out.String(), "needs /bin/sh") {
+	// The terminal's last output may still be on its way to p.out when
+	// the CLI has exited: wait for it.
+	if code := p.exitCode(30 * time.Second); code != 127 || !p.waitFor(0, "needs /bin/sh", 5*time.Second) {
 		t.Errorf("shell in the probe image: exit %d, terminal %q; want 127 and a word on /bin/sh", code, p.out.String())
 	}
 	if after := p.termios(); after != p.before {
