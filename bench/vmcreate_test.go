@@ -208,10 +208,23 @@ func logDur(b *testing.B, line, key string) time.Duration {
 // spawn to the marker.
 func plainQEMUBoot(b *testing.B, kdir, image string) time.Duration {
 	b.Helper()
-	dir := b.TempDir()
+	cmd, took := plainQEMUStart(b, b.TempDir(), kdir, image, "/bench-init")
+	cmd.Process.Kill()
+	cmd.Wait()
+	return took
+}
+
+// plainQEMUStart boots kernel + image (copied into dir) with plain QEMU to
+// the script init, which prints a marker, and returns QEMU still running
+// (the caller kills it; a failed benchmark's cleanup does too) and the time
+// from spawn to the marker.
+func plainQEMUStart(b *testing.B, dir, kdir, image, init string) (*exec.Cmd, time.Duration) {
+	b.Helper()
 	disk := filepath.Join(dir, "disk.ext4")
-	if out, err := exec.Command("cp", "--sparse=always", image, disk).CombinedOutput(); err != nil {
-		b.Fatalf("cp: %v\n%s", err, out)
+	if _, err := os.Stat(disk); err != nil { // a second boot in dir keeps the disk
+		if out, err := exec.Command("cp", "--sparse=always", image, disk).CombinedOutput(); err != nil {
+			b.Fatalf("cp: %v\n%s", err, out)
+		}
 	}
 	os.Chmod(disk, 0o644)
 	tsc, err := qemu.HostTSCkHz()
@@ -221,7 +234,7 @@ func plainQEMUBoot(b *testing.B, kdir, image string) time.Duration {
 	console := filepath.Join(dir, "console.log")
 	cfg := qemu.Config{
 		ID: "bench", Kernel: filepath.Join(kdir, "vmlinux"), Initrd: filepath.Join(kdir, "initrd"),
-		Cmdline: qemu.BaseCmdline() + " root=/dev/vda rw init=/bench-init",
+		Cmdline: qemu.BaseCmdline() + " root=/dev/vda rw init=" + init,
 		Disks:   []qemu.Disk{{Path: disk}},
 		VCPUs:   2, MemoryMiB: 256, Accel: qemu.AccelTCG, TSCkHz: tsc,
 		ConsoleLog: console, QMPSocket: filepath.Join(dir, "qmp.sock"),
@@ -230,20 +243,27 @@ func plainQEMUBoot(b *testing.B, kdir, image string) time.Duration {
 	if err != nil {
 		b.Fatal(err)
 	}
+	os.Remove(console)
+	os.Remove(cfg.QMPSocket)
 	start := time.Now()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	b.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
 	for time.Since(start) < 120*time.Second {
 		if data, _ := os.ReadFile(console); bytes.Contains(data, []byte("BENCH-READY")) {
-			return time.Since(start)
+			return cmd, time.Since(start)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	b.Fatal("plain QEMU boot did not reach the marker in 120s")
-	return 0
+	return nil, 0
 }
 
 func rssBytes(b *testing.B, pid int) int64 {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"banger/internal/daemon/opstate"
 	"banger/internal/daemon/vmdisk"
@@ -109,6 +110,9 @@ func (m *vmManager) create(ctx context.Context, call *rpc.Call) (rpc.VMStarted, 
 	if p.VCPUs < 1 || p.VCPUs > 64 || p.MemoryMiB < 64 || p.MemoryMiB > 1<<20 || p.DiskGiB < 0 || p.DiskGiB > 16<<10 {
 		return rpc.VMStarted{}, fmt.Errorf("vcpus %d, memory %d MiB, disk %d GiB: want 1-64 vCPUs, 64 MiB-1 TiB of memory, a disk of at most 16 TiB: %w", p.VCPUs, p.MemoryMiB, p.DiskGiB, errdefs.ErrInvalidArgument)
 	}
+	if err := m.checkHostFits(p.MemoryMiB, p.DiskGiB); err != nil {
+		return rpc.VMStarted{}, err
+	}
 	im, err := m.store.ResolveImage(ctx, p.Image)
 	if err != nil {
 		return rpc.VMStarted{}, err
@@ -174,6 +178,26 @@ func (m *vmManager) create(ctx context.Context, call *rpc.Call) (rpc.VMStarted, 
 		return rpc.VMStarted{}, err
 	}
 	return rpc.VMStarted{OpID: opID, VM: m.toRPC(vm)}, nil
+}
+
+// checkHostFits refuses memory beyond the host's RAM and a disk larger
+// than the filesystem holding the VMs' disks (growing an ext4 image that
+// large writes its metadata, and it could never fill it): a VM asking for
+// more can never have it. Zero means not asked.
+func (m *vmManager) checkHostFits(memoryMiB, diskGiB int) error {
+	var si unix.Sysinfo_t
+	if memoryMiB > 0 && unix.Sysinfo(&si) == nil {
+		if host := uint64(si.Totalram) * uint64(si.Unit) >> 20; uint64(memoryMiB) > host {
+			return fmt.Errorf("memory %d MiB is more than this host has (%d MiB): give a smaller --mem: %w", memoryMiB, host, errdefs.ErrInvalidArgument)
+		}
+	}
+	var st unix.Statfs_t
+	if diskGiB > 0 && unix.Statfs(m.layout.Root, &st) == nil {
+		if fs := st.Blocks * uint64(st.Bsize); uint64(diskGiB)<<30 > fs {
+			return fmt.Errorf("disk %d GiB is more than the filesystem holding banger's VMs (%d GiB): give a smaller --disk: %w", diskGiB, fs>>30, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
 }
 
 // pickKernel: the one asked for, else the image's default, else the

@@ -25,6 +25,9 @@ func (m *vmManager) exec(ctx context.Context, call *rpc.Call) (rpc.VMExecResult,
 	if p.VM == "" || len(p.Argv) == 0 {
 		return rpc.VMExecResult{}, rpc.Errorf(rpc.CodeInvalidParams, "invalid params for %s: vm and argv are required", call.Method)
 	}
+	if err := checkExecParams(p); err != nil {
+		return rpc.VMExecResult{}, err
+	}
 	h, err := m.runningHandles(ctx, p.VM)
 	if err != nil {
 		return rpc.VMExecResult{}, err
@@ -66,10 +69,12 @@ func (m *vmManager) exec(ctx context.Context, call *rpc.Call) (rpc.VMExecResult,
 		m.pumpInput(ctx, call, s, stdinW)
 	}()
 	go func() {
-		// The caller went away: end the command.
+		// The caller went away: hang up on the command, as a terminal
+		// would, and close the session (a command that ignores SIGHUP
+		// outlives it, as under ssh).
 		select {
 		case <-ctx.Done():
-			s.Signal("KILL")
+			s.Signal("HUP")
 			s.Close()
 		case <-inputDone:
 		}

@@ -27,6 +27,9 @@ func (m *vmManager) set(ctx context.Context, call *rpc.Call) (rpc.VM, error) {
 	if p.VCPUs < 0 || p.VCPUs > 64 || (p.MemoryMiB != 0 && (p.MemoryMiB < 64 || p.MemoryMiB > 1<<20)) || p.DiskGiB < 0 || p.DiskGiB > 16<<10 {
 		return rpc.VM{}, fmt.Errorf("vcpus %d, memory %d MiB, disk %d GiB: want 1-64 vCPUs, 64 MiB-1 TiB of memory, a disk of at most 16 TiB: %w", p.VCPUs, p.MemoryMiB, p.DiskGiB, errdefs.ErrInvalidArgument)
 	}
+	if err := m.checkHostFits(p.MemoryMiB, p.DiskGiB); err != nil {
+		return rpc.VM{}, err
+	}
 	var out rpc.VM
 	err := m.withVMLockByRef(ctx, p.Ref, func(vm store.VM) error {
 		if vm.State == store.VMStarting || vm.State == store.VMStopping {

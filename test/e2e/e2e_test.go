@@ -384,13 +384,47 @@ func (e *env) waitState(name, state string, d time.Duration) {
 	}
 }
 
-// TestLifecycle: stop, start, restart and logs keep the VM's disk, and
-// illegal transitions are refused without changing anything.
-func TestLifecycle(t *testing.T) {
+// backend is one VMM configuration the lifecycle tests run on.
+type backend struct {
+	name   string // the subtest's name
+	vmm    string // what `banger show` reports
+	config string // the daemon's config lines
+}
+
+// forEachBackend runs f as a subtest on QEMU, then on the daemon's
+// Firecracker path through the test-only shim (which boots the same
+// configuration under QEMU: internal/testing/fcshim).
+func forEachBackend(t *testing.T, f func(t *testing.T, b backend)) {
 	requireTier3(t)
-	e := newEnv(t, "vmm = \"qemu\"\n")
+	_, shim := binaries(t)
+	for _, b := range []backend{
+		{"qemu", "qemu", "vmm = \"qemu\"\n"},
+		{"firecracker-shim", "firecracker", fmt.Sprintf("vmm = \"firecracker\"\nfirecracker_binary = %q\n", shim)},
+	} {
+		t.Run(b.name, func(t *testing.T) { f(t, b) })
+	}
+}
+
+// TestLifecycle, on each backend: stop, start, restart and logs keep the
+// VM's disk; set applies at the next start (memory the guest sees, a grown
+// filesystem); promote makes an image a new VM boots from with the files
+// written before; run --rm leaves nothing; rm ends the VMM. Illegal
+// transitions are refused without changing anything.
+func TestLifecycle(t *testing.T) {
+	forEachBackend(t, testLifecycle)
+}
+
+func testLifecycle(t *testing.T, b backend) {
+	e := newEnv(t, b.config)
 	e.setupImages()
-	_, id, _ := e.create("delta")
+	_, id, took := e.create("delta")
+	t.Logf("create delta (%s, TCG) took %v", b.name, took.Round(10*time.Millisecond))
+	if m := e.show("delta"); m["vmm"] != b.vmm {
+		t.Errorf("vmm = %v, want %s", m["vmm"], b.vmm)
+	}
+	if _, _, code := e.run("exec", "delta", "--", "/bin/probe", "exit", "3"); code != 3 {
+		t.Errorf("exit status %d, want 3", code)
+	}
 	e.ok("exec", "delta", "--", "/bin/probe", "write", "/root/kept", "written before the stop")
 	if _, errs, code := e.run("start", "delta"); code == 0 || !strings.Contains(errs, "cannot start") {
 		t.Errorf("start of a running VM: exit %d, %q", code, errs)
@@ -464,8 +498,22 @@ func TestLifecycle(t *testing.T) {
 	if out := e.ok("exec", "epsilon", "--", "/bin/probe", "read", "/root/kept"); out != "written before the stop" {
 		t.Errorf("a VM from the promoted image reads %q", out)
 	}
+	pidE := e.handlesPID(e.show("epsilon")["id"].(string))
 	e.ok("rm", "--force", "epsilon")
+	if pidAlive(pidE) {
+		t.Errorf("epsilon's VMM (pid %d) survived rm", pidE)
+	}
 	e.ok("rm", "--force", "delta")
+
+	// run --rm: create, the command's output and status, then nothing left.
+	out, errs, code := e.run("run", "--rm", "--image", "probe", "--", "/bin/probe", "exit", "6")
+	if code != 6 || !strings.Contains(errs, "exiting with 6") {
+		t.Errorf("run --rm exit 6: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	e.noVMs("after run --rm")
+	if pids := e.vmmPIDs(); len(pids) != 0 {
+		t.Errorf("VMM handles left after rm: %v", pids)
+	}
 }
 
 // handlesPID reads a VM's VMM PID from its handles.json.
@@ -482,32 +530,6 @@ func (e *env) handlesPID(id string) int {
 		e.t.Fatalf("handles.json of %s: %s (%v)", id, data, err)
 	}
 	return h.PID
-}
-
-// TestFirecrackerPathThroughShim runs the daemon's Firecracker code path
-// against the test-only Firecracker-compatible shim, which boots the same
-// configuration under QEMU.
-func TestFirecrackerPathThroughShim(t *testing.T) {
-	requireTier3(t)
-	_, shim := binaries(t)
-	e := newEnv(t, fmt.Sprintf("vmm = \"firecracker\"\nfirecracker_binary = %q\n", shim))
-	e.setupImages()
-	_, id, took := e.create("gamma")
-	t.Logf("create gamma (Firecracker path via the shim) took %v", took.Round(10*time.Millisecond))
-	if m := e.show("gamma"); m["vmm"] != "firecracker" {
-		t.Errorf("vmm = %v, want firecracker", m["vmm"])
-	}
-	if out := e.ok("exec", "gamma", "--", "/bin/probe", "echo", "through", "the", "shim"); out != "through the shim\n" {
-		t.Errorf("exec printed %q", out)
-	}
-	if _, _, code := e.run("exec", "gamma", "--", "/bin/probe", "exit", "3"); code != 3 {
-		t.Errorf("exit status %d, want 3", code)
-	}
-	pid := e.handlesPID(id)
-	e.ok("rm", "--force", "gamma")
-	if pidAlive(pid) {
-		t.Errorf("the shim (pid %d) survived rm", pid)
-	}
 }
 
 // syncBuffer is a bytes.Buffer safe to read while a process writes to it.

@@ -13,6 +13,7 @@ import (
 const probeSource = `package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -99,6 +100,46 @@ func main() {
 		case <-time.After(60 * time.Second):
 			os.Exit(1)
 		}
+	case "args":
+		// The argv after "args", as JSON: newlines and all.
+		b, _ := json.Marshal(os.Args[2:])
+		fmt.Println(string(b))
+	case "env-count":
+		// How many variables start with the prefix, and their bytes.
+		n, size := 0, 0
+		for _, kv := range os.Environ() {
+			if strings.HasPrefix(kv, os.Args[2]) {
+				n++
+				size += len(kv)
+			}
+		}
+		fmt.Println(n, size)
+	case "wait-hup":
+		// On SIGHUP, write "HUP" to the file and exit.
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGHUP)
+		fmt.Println("waiting")
+		select {
+		case <-sig:
+			os.WriteFile(os.Args[2], []byte("HUP"), 0o644)
+			os.Exit(0)
+		case <-time.After(60 * time.Second):
+			os.Exit(1)
+		}
+	case "ps":
+		// How many processes other than this one have the argument in
+		// their command line.
+		n := 0
+		dirs, _ := os.ReadDir("/proc")
+		for _, d := range dirs {
+			if _, err := strconv.Atoi(d.Name()); err != nil || d.Name() == strconv.Itoa(os.Getpid()) {
+				continue
+			}
+			if b, err := os.ReadFile("/proc/" + d.Name() + "/cmdline"); err == nil && strings.Contains(string(b), os.Args[2]) {
+				n++
+			}
+		}
+		fmt.Println(n)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown probe", os.Args[1])
 		os.Exit(2)
