@@ -3,6 +3,7 @@ package fcshim
 import (
 	"crypto/rand"
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -55,12 +56,12 @@ func (c BootConfig) String() string {
 func (s *Server) bootConfigLocked() BootConfig {
 	cfg := BootConfig{
 		ID:        s.id,
-		Kernel:    s.bootSrc.KernelImagePath,
+		Kernel:    s.hostPath(s.bootSrc.KernelImagePath),
 		VCPUs:     int(s.machine.VCPUCount),
 		MemoryMiB: int(s.machine.MemSizeMiB),
 	}
 	if s.bootSrc.InitrdPath != nil {
-		cfg.Initrd = *s.bootSrc.InitrdPath
+		cfg.Initrd = s.hostPath(*s.bootSrc.InitrdPath)
 	}
 	args := defaultKernelCmdline
 	if s.bootSrc.BootArgs != nil {
@@ -70,7 +71,7 @@ func (s *Server) bootConfigLocked() BootConfig {
 	for i := range s.drives {
 		d := s.drives[i]
 		ro := d.IsReadOnly != nil && *d.IsReadOnly
-		cfg.Drives = append(cfg.Drives, BootDrive{Path: *d.PathOnHost, ReadOnly: ro})
+		cfg.Drives = append(cfg.Drives, BootDrive{Path: s.hostPath(*d.PathOnHost), ReadOnly: ro})
 		if d.IsRootDevice && root == nil {
 			root = &d
 		}
@@ -153,4 +154,13 @@ func openTAP(name string) error {
 	}
 	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
 	return unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+}
+
+// hostPath is where a path the API was given (and checked, when it was
+// given) is on the host: inside the chroot, if any.
+func (s *Server) hostPath(p string) string {
+	if s.root == "" {
+		return p
+	}
+	return filepath.Join(s.root, filepath.Clean("/"+p))
 }

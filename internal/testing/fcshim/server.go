@@ -64,6 +64,9 @@ type Options struct {
 	// Log receives the shim's own log lines until PUT /logger names a
 	// file; nil discards them.
 	Log io.Writer
+	// Root, when set, is the chroot every path of the API is resolved in
+	// (see EnvChroot).
+	Root string
 }
 
 // Server serves Firecracker's API for one instance. It handles one request
@@ -73,6 +76,7 @@ type Server struct {
 	booter     Booter
 	checkTAP   func(string) error
 	maxPayload int64
+	root       string // see Options.Root
 
 	booted chan struct{} // closed once InstanceStart has booted the VM
 
@@ -100,6 +104,7 @@ func NewServer(opts Options) *Server {
 		booter:     opts.Booter,
 		checkTAP:   opts.CheckTAP,
 		maxPayload: opts.MaxPayload,
+		root:       opts.Root,
 		booted:     make(chan struct{}),
 		// Firecracker's defaults (MachineConfig::default).
 		machine: machineConfig{VCPUCount: 1, MemSizeMiB: 128, HugePages: "None"},
