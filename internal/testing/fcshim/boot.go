@@ -3,6 +3,7 @@ package fcshim
 import (
 	"crypto/rand"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -45,6 +46,11 @@ type BootDrive struct {
 // BootNIC is one virtio-net device on a TAP.
 type BootNIC struct {
 	TAP, MAC string
+	// File is the TAP, already open, when the shim runs in a chroot (see
+	// EnvChroot): it was opened through the chroot's /dev/net/tun, as a
+	// jailed Firecracker does, and QEMU, which cannot open the host's
+	// /dev/net/tun as the jail's user, is handed it.
+	File *os.File
 }
 
 func (c BootConfig) String() string {
@@ -77,12 +83,16 @@ func (s *Server) bootConfigLocked() BootConfig {
 		}
 	}
 	cfg.Cmdline = firecrackerCmdline(args, root)
-	for _, n := range s.nics {
+	for i, n := range s.nics {
 		mac := randomMAC()
 		if n.GuestMAC != nil {
 			mac = strings.ToLower(*n.GuestMAC)
 		}
-		cfg.NICs = append(cfg.NICs, BootNIC{TAP: n.HostDevName, MAC: mac})
+		nic := BootNIC{TAP: n.HostDevName, MAC: mac}
+		if i < len(s.tapFiles) {
+			nic.File = s.tapFiles[i]
+		}
+		cfg.NICs = append(cfg.NICs, nic)
 	}
 	return cfg
 }
@@ -154,6 +164,31 @@ func openTAP(name string) error {
 	}
 	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
 	return unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+}
+
+// openJailTAP opens TAP name through the chroot's dev/net/tun (the node
+// the jailer made for its user), as a jailed Firecracker does, and keeps
+// it for QEMU. The caller holds mu.
+func (s *Server) openJailTAP(name string) error {
+	tun, err := inRoot(s.root, "/dev/net/tun", true)
+	if err != nil {
+		return err
+	}
+	fd, err := unix.Open(tun, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err == nil {
+		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return err
+	}
+	s.tapFiles = append(s.tapFiles, os.NewFile(uintptr(fd), tun))
+	return nil
 }
 
 // hostPath is where a path the API was given (and checked, when it was

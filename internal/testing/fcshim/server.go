@@ -77,6 +77,9 @@ type Server struct {
 	checkTAP   func(string) error
 	maxPayload int64
 	root       string // see Options.Root
+	// tapFiles are the TAPs opened in a chroot (openJailTAP), in NIC
+	// order; guarded by mu (the handlers run under it).
+	tapFiles []*os.File
 
 	booted chan struct{} // closed once InstanceStart has booted the VM
 
@@ -110,7 +113,11 @@ func NewServer(opts Options) *Server {
 		machine: machineConfig{VCPUCount: 1, MemSizeMiB: 128, HugePages: "None"},
 		log:     opts.Log,
 	}
-	if s.checkTAP == nil {
+	switch {
+	case s.checkTAP != nil:
+	case s.root != "":
+		s.checkTAP = s.openJailTAP
+	default:
 		s.checkTAP = openTAP
 	}
 	if s.maxPayload <= 0 {
@@ -148,12 +155,12 @@ func (s *Server) Stop() {
 func (s *Server) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, f := range []*os.File{s.logFile, s.metricsFile} {
+	for _, f := range append([]*os.File{s.logFile, s.metricsFile}, s.tapFiles...) {
 		if f != nil {
 			f.Close()
 		}
 	}
-	s.logFile, s.metricsFile = nil, nil
+	s.logFile, s.metricsFile, s.tapFiles = nil, nil, nil
 }
 
 // logfLocked writes one line to the shim's log.
