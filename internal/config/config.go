@@ -261,6 +261,9 @@ func (c Config) Validate() error {
 	if c.FirecrackerBinary == "" {
 		return bad("firecracker_binary", "is empty")
 	}
+	if c.JailerBinary != "" && !strings.Contains(filepath.Base(c.FirecrackerBinary), "firecracker") {
+		return bad("firecracker_binary", "%q: the jailer (jailer_binary is set) runs only a file whose name contains \"firecracker\"", c.FirecrackerBinary)
+	}
 	if c.JailerUID < 0 || c.JailerUID > 1<<32-2 {
 		return bad("jailer_uid", "%d is outside 0..4294967294", c.JailerUID)
 	}
