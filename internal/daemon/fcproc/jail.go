@@ -114,10 +114,11 @@ func PrepareJail(cfg Config, files []JailFile) ([]string, error) {
 	if err := RemoveJail(cfg); err != nil {
 		return nil, err
 	}
-	for _, d := range []string{base, execDir} {
-		if err := os.Mkdir(d, jailDirMode); err != nil && !errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("jail of VM %s: %w", cfg.ID, err)
-		}
+	if err := os.MkdirAll(base, jailDirMode); err != nil {
+		return nil, fmt.Errorf("jail of VM %s: %w", cfg.ID, err)
+	}
+	if err := os.Mkdir(execDir, jailDirMode); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("jail of VM %s: %w", cfg.ID, err)
 	}
 	// Checked again now that they exist: a symbolic link made meanwhile
 	// is refused rather than followed.
