@@ -55,9 +55,17 @@ type Config struct {
 	TAPPoolSize       int      `toml:"tap_pool_size"`
 	QEMUBinary        string   `toml:"qemu_binary"`
 	FirecrackerBinary string   `toml:"firecracker_binary"`
-	VMVCPUs           int      `toml:"vm_vcpus"`
-	VMMemoryMiB       int      `toml:"vm_memory_mib"`
-	BootTimeout       Duration `toml:"boot_timeout"`
+	// JailerBinary, when set, runs Firecracker under Firecracker's jailer
+	// (chroot, uid/gid drop, network namespace); "" runs it directly.
+	JailerBinary string `toml:"jailer_binary"`
+	JailerUID    int    `toml:"jailer_uid"`
+	JailerGID    int    `toml:"jailer_gid"`
+	// JailerChrootBase is the jailer's --chroot-base-dir; "" means
+	// ROOT/jail (JailBase).
+	JailerChrootBase string   `toml:"jailer_chroot_base"`
+	VMVCPUs          int      `toml:"vm_vcpus"`
+	VMMemoryMiB      int      `toml:"vm_memory_mib"`
+	BootTimeout      Duration `toml:"boot_timeout"`
 
 	// File is the config file that was read, or "" when none was.
 	File string `toml:"-"`
@@ -95,6 +103,10 @@ var Keys = []Key{
 	{"tap_pool_size", "4", "Idle TAP devices kept ready for new VMs."},
 	{"qemu_binary", `"qemu-system-x86_64"`, "The QEMU binary."},
 	{"firecracker_binary", `"firecracker"`, "The Firecracker binary."},
+	{"jailer_binary", `""`, "Firecracker's jailer; when set, Firecracker runs under it (chroot, jailer_uid/jailer_gid, the netns). \"\" runs Firecracker directly."},
+	{"jailer_uid", "0", "The uid the jailer runs Firecracker as; use an unprivileged user of its own."},
+	{"jailer_gid", "0", "The gid the jailer runs Firecracker as."},
+	{"jailer_chroot_base", `""`, "The jailer's --chroot-base-dir; \"\" is ROOT/jail. Must be on the root's filesystem: VM disks are hard-linked into the jails."},
 	{"vm_vcpus", "2", "vCPUs of a VM when create does not say."},
 	{"vm_memory_mib", "512", "Memory of a VM in MiB when create does not say."},
 	{"boot_timeout", `"180s"`, "How long create waits for a new VM's SSH to answer (software emulation boots take seconds)."},
@@ -257,6 +269,18 @@ func (c Config) Validate() error {
 	if c.FirecrackerBinary == "" {
 		return bad("firecracker_binary", "is empty")
 	}
+	if c.JailerBinary != "" && !strings.Contains(filepath.Base(c.FirecrackerBinary), "firecracker") {
+		return bad("firecracker_binary", "%q: the jailer (jailer_binary is set) runs only a file whose name contains \"firecracker\"", c.FirecrackerBinary)
+	}
+	if c.JailerUID < 0 || c.JailerUID > 1<<32-2 {
+		return bad("jailer_uid", "%d is outside 0..4294967294", c.JailerUID)
+	}
+	if c.JailerGID < 0 || c.JailerGID > 1<<32-2 {
+		return bad("jailer_gid", "%d is outside 0..4294967294", c.JailerGID)
+	}
+	if b := c.JailerChrootBase; b != "" && (!filepath.IsAbs(b) || filepath.Clean(b) != b || b == "/") {
+		return bad("jailer_chroot_base", "%q is not a clean absolute path below /", b)
+	}
 	if c.VMVCPUs < 1 || c.VMVCPUs > 64 {
 		return bad("vm_vcpus", "%d is outside 1..64", c.VMVCPUs)
 	}
@@ -340,6 +364,14 @@ func validGroupName(g string) bool {
 		}
 	}
 	return true
+}
+
+// JailBase is the jailer's chroot base: JailerChrootBase, or ROOT/jail.
+func (c Config) JailBase() string {
+	if c.JailerChrootBase != "" {
+		return c.JailerChrootBase
+	}
+	return filepath.Join(c.Root, "jail")
 }
 
 // SlogLevel is LogLevel as a slog.Level.

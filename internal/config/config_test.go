@@ -155,6 +155,11 @@ func TestLoadBadValues(t *testing.T) {
 		{"shutdown timeout not a duration", `shutdown_timeout = "forever"`, "shutdown_timeout"},
 		{"shutdown timeout too long", `shutdown_timeout = "2h"`, "shutdown_timeout"},
 		{"zero op retention", `op_retention = "0s"`, "op_retention"},
+		{"negative jailer uid", `jailer_uid = -1`, "jailer_uid"},
+		{"jailer gid too big", `jailer_gid = 4294967295`, "jailer_gid"},
+		{"relative jail base", `jailer_chroot_base = "jail"`, "jailer_chroot_base"},
+		{"jail base not clean", `jailer_chroot_base = "/srv/../jail"`, "jailer_chroot_base"},
+		{"jailed binary not named firecracker", "jailer_binary = \"jailer\"\nfirecracker_binary = \"/opt/fc\"", "firecracker_binary"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,9 +16,13 @@ type DoctorReport = hostcheck.Report
 // daemon and changes nothing (its probes use temporary files it removes).
 func Doctor(ctx context.Context, cfg config.Config) DoctorReport {
 	return hostcheck.Run(ctx, hostcheck.Options{
-		Root:   cfg.Root,
-		VMM:    cfg.VMM,
-		Disk:   cfg.Disk,
-		Runner: &system.ExecRunner{},
+		Root: cfg.Root,
+		VMM:  cfg.VMM,
+		Disk: cfg.Disk,
+		// The jailer matters only where Firecracker runs; it is checked
+		// whenever it is configured.
+		Jailer:    cfg.JailerBinary,
+		JailerUID: cfg.JailerUID,
+		Runner:    &system.ExecRunner{},
 	})
 }

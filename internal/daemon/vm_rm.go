@@ -59,9 +59,10 @@ func (m *vmManager) remove(ctx context.Context, call *rpc.Call) (struct{}, error
 
 // destroy stops a VM's VMM (asking the guest to power off, killing it after
 // grace) and releases everything it holds: DNS name, TAP, files, IP and
-// row. Each step runs even when an earlier one failed; the errors are
-// joined. A failed create passes no grace: the disk goes with the VM, so a
-// guest that hung while booting is not waited for.
+// row, and the VM's jail when Firecracker runs under the jailer. Each
+// step runs even when an earlier one failed; the errors are joined. A
+// failed create passes no grace: the disk goes with the VM, so a guest
+// that hung while booting is not waited for.
 func (m *vmManager) destroy(ctx context.Context, id string, grace time.Duration) error {
 	var errs []error
 	vm, err := m.store.GetVM(ctx, id)
@@ -76,6 +77,9 @@ func (m *vmManager) destroy(ctx context.Context, id string, grace time.Duration)
 		if err := m.releaseDisk(ctx, id, h); err != nil {
 			errs = append(errs, fmt.Errorf("release the disk: %w", err))
 		}
+	}
+	if err := m.removeVMJail(id); err != nil {
+		errs = append(errs, fmt.Errorf("remove the jail: %w", err))
 	}
 	if err := os.RemoveAll(m.layout.VMDir(id)); err != nil {
 		errs = append(errs, err)

@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -65,37 +67,68 @@ func (q qemuProcess) Shutdown(ctx context.Context, grace time.Duration) error {
 }
 
 func (m *vmManager) launchFirecracker(ctx context.Context, spec bootSpec) (vmProcess, error) {
-	p, err := fcproc.Start(ctx, fcproc.Config{
-		ID:         spec.ID,
-		Binary:     m.config.FirecrackerBinary,
-		APISocket:  spec.Socket,
-		ConsoleLog: spec.ConsoleLog,
-		NetNS:      spec.NetNS,
-	})
+	cfg, err := m.firecrackerConfig(spec.ID)
 	if err != nil {
 		return nil, err
 	}
+	cfg.APISocket, cfg.ConsoleLog, cfg.NetNS = spec.Socket, spec.ConsoleLog, spec.NetNS
+	// What Firecracker is given to open: host paths, or under the jailer
+	// the same files' paths inside its chroot.
+	kernel, initrd, disk, vmmLog := spec.Kernel, spec.Initrd, spec.Disk, spec.VMMLog
+	if cfg.Jailer != nil {
+		cfg.APISocket = fcproc.JailAPISocket
+		if kernel, initrd, disk, vmmLog, err = prepareJail(cfg, spec); err != nil {
+			return nil, err
+		}
+	}
+	p, err := fcproc.Start(ctx, cfg)
+	if err != nil {
+		return nil, errors.Join(err, removeJail(cfg))
+	}
 	mc := fcproc.MachineConfig{
-		Logger:  &fcproc.Logger{LogPath: spec.VMMLog, Level: "Warning"},
+		Logger:  &fcproc.Logger{LogPath: vmmLog, Level: "Warning"},
 		Machine: fcproc.MachineConfiguration{VCPUCount: spec.VCPUs, MemSizeMiB: spec.MemoryMiB},
 		BootSource: fcproc.BootSource{
-			KernelImagePath: spec.Kernel,
-			InitrdPath:      spec.Initrd,
+			KernelImagePath: kernel,
+			InitrdPath:      initrd,
 			// Firecracker adds root=/dev/vda for the root drive.
 			BootArgs: "console=ttyS0 reboot=k panic=-1 rw " + spec.Cmdline,
 		},
-		Drives:            []fcproc.Drive{{DriveID: "rootfs", PathOnHost: spec.Disk, IsRootDevice: true}},
+		Drives:            []fcproc.Drive{{DriveID: "rootfs", PathOnHost: disk, IsRootDevice: true}},
 		NetworkInterfaces: []fcproc.NetworkInterface{{IfaceID: "eth0", HostDevName: spec.TAP, GuestMAC: spec.MAC}},
 	}
 	if err := p.Configure(ctx, mc); err != nil {
 		p.Kill()
 		<-p.Done()
-		return nil, fmt.Errorf("configure firecracker: %w", err)
+		return nil, errors.Join(fmt.Errorf("configure firecracker: %w", err), removeJail(cfg))
 	}
-	return fcProcess{p}, nil
+	return newFCProcess(p, cfg, m.logger), nil
 }
 
-type fcProcess struct{ *fcproc.Process }
+// fcProcess is a running Firecracker. Under the jailer its Done is closed
+// only once the jail is gone too, so whoever waits for the VMM to end
+// (stop, rm, the exit watcher) finds nothing of the jail left.
+type fcProcess struct {
+	*fcproc.Process
+	done <-chan struct{}
+}
+
+func newFCProcess(p *fcproc.Process, cfg fcproc.Config, log *slog.Logger) fcProcess {
+	if cfg.Jailer == nil {
+		return fcProcess{Process: p, done: p.Done()}
+	}
+	done := make(chan struct{})
+	go func() {
+		<-p.Done()
+		if err := removeJail(cfg); err != nil {
+			log.Warn("remove the jail of a VM whose firecracker exited", "vm", cfg.ID, "err", err)
+		}
+		close(done)
+	}()
+	return fcProcess{Process: p, done: done}
+}
+
+func (f fcProcess) Done() <-chan struct{} { return f.done }
 
 func (f fcProcess) Shutdown(ctx context.Context, grace time.Duration) error {
 	_, err := f.Process.Shutdown(ctx, grace)

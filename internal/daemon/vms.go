@@ -134,6 +134,11 @@ func (m *vmManager) netConfig() (vmnet.Config, error) {
 		TAPPoolSize:       m.config.TAPPoolSize,
 		AllowGuestToGuest: m.config.AllowGuestToGuest,
 	}
+	if m.config.JailerBinary != "" {
+		// A jailed Firecracker has no CAP_NET_ADMIN: its TAP must be
+		// made for its uid and gid.
+		c.TAPOwner = vmnet.TAPOwner{UID: uint32(m.config.JailerUID), GID: uint32(m.config.JailerGID)}
+	}
 	if m.config.TAPPoolSize == 0 {
 		c.TAPPoolSize = -1
 	}

@@ -68,8 +68,9 @@ func TestArgvInvalid(t *testing.T) {
 		{"relative console log", Config{ID: "vm", APISocket: "/s", ConsoleLog: "console.log"}, "not an absolute path"},
 		{"bad namespace", Config{ID: "vm", APISocket: "/s", NetNS: "a/b"}, "network namespace"},
 		{"jailer with a binary from PATH", Config{ID: "vm", APISocket: "/s", Jailer: &Jailer{}}, "--exec-file"},
-		{"jailer with a negative uid", Config{ID: "vm", Binary: "/fc", APISocket: "/s", Jailer: &Jailer{UID: -1}}, "negative"},
-		{"jail socket too long", Config{ID: "vm", Binary: "/fc", APISocket: "/s", Jailer: &Jailer{ChrootBaseDir: "/" + strings.Repeat("j", 100)}}, "longer than"},
+		{"jailer with an exec file not named firecracker", Config{ID: "vm", Binary: "/usr/bin/fc", APISocket: "/s", Jailer: &Jailer{}}, "file name"},
+		{"jailer with a negative uid", Config{ID: "vm", Binary: "/firecracker", APISocket: "/s", Jailer: &Jailer{UID: -1}}, "negative"},
+		{"jail socket too long", Config{ID: "vm", Binary: "/firecracker", APISocket: "/s", Jailer: &Jailer{ChrootBaseDir: "/" + strings.Repeat("j", 100)}}, "longer than"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -109,6 +109,10 @@ func (cfg Config) validate() error {
 	if cfg.Jailer != nil {
 		abs("firecracker binary (the jailer's --exec-file)", cfg.Binary, true)
 		abs("jailer chroot base dir", cfg.Jailer.ChrootBaseDir, true)
+		// The jailer's own rule (validate_exec_file).
+		if !strings.Contains(filepath.Base(cfg.Binary), "firecracker") {
+			errs = append(errs, invalid(id, "firecracker binary %q: the jailer's --exec-file must have \"firecracker\" in its file name", cfg.Binary))
+		}
 		if cfg.Jailer.UID < 0 || cfg.Jailer.GID < 0 {
 			errs = append(errs, invalid(id, "negative jailer uid %d or gid %d", cfg.Jailer.UID, cfg.Jailer.GID))
 		}

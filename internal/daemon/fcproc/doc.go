@@ -32,6 +32,16 @@
 // package). Under the jailer the namespace goes to the jailer's own
 // --netns option instead.
 //
+// The jailer. With Config.Jailer set, Start runs the jailer, which makes
+// the jail's own part (the Firecracker copy, dev, run), joins the
+// namespace, drops to the uid and gid and execs Firecracker in place (the
+// PID is Firecracker's). What the VM needs in the jail is the caller's
+// job, before Start: PrepareJail makes a fresh JailRoot holding the given
+// files (writable ones hard-linked and handed to the uid and gid) and
+// returns the paths Firecracker sees; RemoveJail removes JailDir. Both
+// refuse an id or a base that could place the jail elsewhere, and any
+// symbolic link from the base down to the VM's directory.
+//
 // Shutdown. Shutdown asks the guest to power off with the SendCtrlAltDel
 // action (the i8042 ctrl-alt-delete; a guest init that called
 // reboot(LINUX_REBOOT_CMD_CAD_OFF) receives SIGINT), waits a grace period

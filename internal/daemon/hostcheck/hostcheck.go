@@ -43,6 +43,7 @@ const (
 	CheckIPForward    = "ip-forward"
 	CheckMkfs         = "mkfs.ext4"
 	CheckDiskSpace    = "disk-space"
+	CheckJailer       = "jailer"
 )
 
 // Preference and choice values, shared with the configuration.
@@ -121,6 +122,10 @@ type Options struct {
 	// Disk is the configured preference: Auto (or empty), DiskDMSnap,
 	// DiskReflink or DiskCopy.
 	Disk string
+	// Jailer is the configured jailer_binary ("" when Firecracker runs
+	// without the jailer), JailerUID the uid it runs Firecracker as.
+	Jailer    string
+	JailerUID int
 	// Runner runs host commands; nil runs them with os/exec.
 	Runner Runner
 	// Host reaches the machine; nil fields use the real host.
@@ -143,11 +148,12 @@ func Run(ctx context.Context, o Options) Report {
 	fwd := p.checkIPForward()
 	mkfs := p.checkMkfs(ctx)
 	space := p.checkDiskSpace()
+	jailer := p.checkJailer(o.Jailer, o.JailerUID)
 
 	var r Report
 	r.VMM, r.Accel = decideVMM(o.VMM, kvm, fc, qemu)
 	r.Disk = decideDisk(o.Disk, dm, loop, reflink)
-	for _, f := range []*finding{kvm, fc, qemu, dm, loop, reflink, tun, bridge, nft, fwd, mkfs, space} {
+	for _, f := range []*finding{kvm, fc, qemu, dm, loop, reflink, tun, bridge, nft, fwd, mkfs, space, jailer} {
 		r.Checks = append(r.Checks, f.Check)
 	}
 	return r

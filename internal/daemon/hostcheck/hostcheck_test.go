@@ -367,12 +367,12 @@ func failures(r Report) []string {
 	return fs
 }
 
-// checkShape asserts what holds for every report: the twelve checks in
+// checkShape asserts what holds for every report: the thirteen checks in
 // order, each saying what was found, and a fix exactly for those not ok.
 func checkShape(t *testing.T, r Report) {
 	t.Helper()
 	want := []string{CheckKVM, CheckFirecracker, CheckQEMU, CheckDeviceMapper, CheckLoop, CheckReflink,
-		CheckTUN, CheckBridge, CheckNFTables, CheckIPForward, CheckMkfs, CheckDiskSpace}
+		CheckTUN, CheckBridge, CheckNFTables, CheckIPForward, CheckMkfs, CheckDiskSpace, CheckJailer}
 	var names []string
 	for _, c := range r.Checks {
 		names = append(names, c.Name)
@@ -488,5 +488,30 @@ func TestFailed(t *testing.T) {
 	r.Checks = append(r.Checks, Check{Name: "c", Status: StatusFail})
 	if !r.Failed() {
 		t.Error("not Failed() with a failing check")
+	}
+}
+
+func TestJailerCheck(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		bin    string
+		uid    int
+		want   Status
+		detail string
+	}{
+		{"not configured", "", 0, StatusOK, "not configured"},
+		{"missing", "jailer", 123, StatusFail, "not found"},
+		{"found", "firecracker", 123, StatusOK, "under the jailer at /usr/bin/firecracker"},
+		{"found, as root", "firecracker", 0, StatusWarn, "as root"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := goodHost()
+			r := Run(context.Background(), Options{Root: "/var/lib/banger", Jailer: tt.bin, JailerUID: tt.uid, Runner: f, Host: f.host()})
+			checkShape(t, r)
+			c, _ := r.Check(CheckJailer)
+			if c.Status != tt.want || !strings.Contains(c.Detail, tt.detail) {
+				t.Errorf("jailer check %+v; want %s mentioning %q", c, tt.want, tt.detail)
+			}
+		})
 	}
 }

@@ -145,3 +145,21 @@ func (p *prober) checkMkfs(ctx context.Context) *finding {
 	}
 	return ok(CheckMkfs, path+" made a test ext4 image from a directory (-d)")
 }
+
+// checkJailer reports whether Firecracker runs under the jailer, and, when
+// it is configured, whether the binary is there. A missing one fails: a
+// Firecracker VM could not start. Running Firecracker as root under it
+// is a warning: the jailer is then only a chroot.
+func (p *prober) checkJailer(bin string, uid int) *finding {
+	if bin == "" {
+		return ok(CheckJailer, "not configured (jailer_binary is empty): Firecracker runs without the jailer")
+	}
+	path, err := p.host.LookPath(bin)
+	if err != nil {
+		return unusable(CheckJailer, StatusFail, "jailer_binary "+bin+" not found", "install the jailer from the Firecracker release archive (the same version as firecracker), or set jailer_binary to \"\"")
+	}
+	if uid == 0 {
+		return unusable(CheckJailer, StatusWarn, "the jailer at "+path+" runs Firecracker as root (jailer_uid = 0)", "set jailer_uid and jailer_gid to an unprivileged user of their own")
+	}
+	return ok(CheckJailer, "Firecracker runs under the jailer at "+path)
+}

@@ -72,9 +72,15 @@ func Argv(cfg Config) ([]string, error) {
 		}
 		argv = append(argv, "-drive", drive, "-device", fmt.Sprintf("virtio-blk-device,drive=disk%d", i))
 	}
+	fd := 3 // the NICs' Files follow stdin, stdout and stderr (Start's ExtraFiles)
 	for i, n := range cfg.NICs {
+		netdev := fmt.Sprintf("tap,id=net%d,ifname=%s,script=no,downscript=no", i, n.TAP)
+		if n.File != nil {
+			netdev = fmt.Sprintf("tap,id=net%d,fd=%d", i, fd)
+			fd++
+		}
 		argv = append(argv,
-			"-netdev", fmt.Sprintf("tap,id=net%d,ifname=%s,script=no,downscript=no", i, n.TAP),
+			"-netdev", netdev,
 			"-device", fmt.Sprintf("virtio-net-device,netdev=net%d,mac=%s", i, strings.ToLower(n.MAC)))
 	}
 	if cfg.ConsoleLog != "" {

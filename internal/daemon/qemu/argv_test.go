@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -299,5 +300,25 @@ func TestIDFromArgv(t *testing.T) {
 		if id != tt.id || ok != tt.ok {
 			t.Errorf("IDFromArgv(%q) = %q, %v; want %q, %v", tt.argv, id, ok, tt.id, tt.ok)
 		}
+	}
+}
+
+// TestArgvTAPFiles: a NIC with an open TAP is handed to QEMU by descriptor,
+// numbered after stdin, stdout and stderr in NIC order; others by name.
+func TestArgvTAPFiles(t *testing.T) {
+	cfg := typicalTCG()
+	f := os.NewFile(uintptr(0), "tap") // any non-nil file: Argv only numbers it
+	cfg.NICs = []NIC{
+		{TAP: "tap-a", MAC: "02:00:00:00:00:01", File: f},
+		{TAP: "tap-b", MAC: "02:00:00:00:00:02"},
+		{TAP: "tap-c", MAC: "02:00:00:00:00:03", File: f},
+	}
+	argv, err := Argv(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"tap,id=net0,fd=3", "tap,id=net1,ifname=tap-b,script=no,downscript=no", "tap,id=net2,fd=4"}
+	if diff := cmp.Diff(want, flagValues(argv, "-netdev")); diff != "" {
+		t.Errorf("-netdev (-want +got):\n%s", diff)
 	}
 }

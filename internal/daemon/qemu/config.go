@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -95,6 +96,12 @@ type NIC struct {
 	// MAC is the guest's address, required: QEMU would give every VM the
 	// same default one.
 	MAC string
+	// File, when set, is TAP already attached (TUNSETIFF with IFF_TAP,
+	// IFF_NO_PI and IFF_VNET_HDR): QEMU is handed it (-netdev tap,fd=N)
+	// instead of opening /dev/net/tun itself, so a QEMU without the
+	// rights to that device can use a TAP made for its user. Start passes
+	// it on; the caller keeps and closes its own copy.
+	File *os.File
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)

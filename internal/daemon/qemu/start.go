@@ -66,6 +66,11 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	for _, n := range cfg.NICs {
+		if n.File != nil {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, n.File) // in Argv's fd order
+		}
+	}
 	if logFile != nil {
 		cmd.Stdout, cmd.Stderr = logFile, logFile // QEMU writes the file itself
 	} else {

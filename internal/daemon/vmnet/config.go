@@ -49,6 +49,10 @@ type Config struct {
 	Upstreams []netip.AddrPort
 	// DNSTimeout bounds one forwarded exchange with one upstream (default 2s).
 	DNSTimeout time.Duration
+	// TAPOwner is the user and group the TAPs are made for, who may attach
+	// to them without CAP_NET_ADMIN (a jailed Firecracker's); the zero
+	// value is root's.
+	TAPOwner TAPOwner
 	// Table is the nftables table (family inet) holding banger's rules
 	// (default "banger"); two daemons sharing a namespace need two names.
 	Table string

@@ -13,7 +13,8 @@ type Links interface {
 	// it up. An existing interface of that name that is not a bridge is
 	// an error.
 	EnsureBridge(name string, addr netip.Prefix, mtu int) error
-	// CreateTAP makes a persistent TAP device owned by root, down, with
+	// CreateTAP makes a persistent TAP device owned by root (or, see
+	// OwnedTAPs, the owner set), down, with
 	// the MTU (when mtu > 0). ErrLinkExists if the name is taken.
 	CreateTAP(name string, mtu int) error
 	// AttachToBridge makes name a port of bridge. An isolated port cannot
@@ -30,4 +31,20 @@ type Links interface {
 	ListTAPs(prefix string) ([]string, error)
 	// Close releases the netlink sockets.
 	Close() error
+}
+
+// TAPOwner is who may attach to a TAP (the kernel's TUNSETOWNER and
+// TUNSETGROUP): a process with that uid or gid, or one with
+// CAP_NET_ADMIN. The zero value is root.
+type TAPOwner struct {
+	UID, GID uint32
+}
+
+// OwnedTAPs is the optional capability of Links to make TAPs for another
+// owner than root and to read a TAP's owner; the netlink Links have it.
+type OwnedTAPs interface {
+	// SetTAPOwner makes later CreateTAP calls make TAPs owned by o.
+	SetTAPOwner(o TAPOwner)
+	// TAPOwner returns the owner of the TAP called name.
+	TAPOwner(name string) (TAPOwner, error)
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -18,9 +19,33 @@ import (
 type netlinkLinks struct {
 	ns *Namespace
 	h  *netlink.Handle
+
+	mu    sync.Mutex
+	owner TAPOwner // guarded by mu: of the TAPs CreateTAP makes
 }
 
-var _ Links = (*netlinkLinks)(nil)
+var (
+	_ Links     = (*netlinkLinks)(nil)
+	_ OwnedTAPs = (*netlinkLinks)(nil)
+)
+
+func (l *netlinkLinks) SetTAPOwner(o TAPOwner) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.owner = o
+}
+
+func (l *netlinkLinks) TAPOwner(name string) (TAPOwner, error) {
+	link, err := l.byName(name)
+	if err != nil {
+		return TAPOwner{}, err
+	}
+	tap, ok := link.(*netlink.Tuntap)
+	if !ok {
+		return TAPOwner{}, fmt.Errorf("link %q is a %s, not a TAP", name, link.Type())
+	}
+	return TAPOwner{UID: tap.Owner, GID: tap.Group}, nil
+}
 
 // NewNetlinkLinks returns Links acting in ns. The caller keeps ns open
 // while using them.
@@ -85,14 +110,17 @@ func (l *netlinkLinks) CreateTAP(name string, mtu int) error {
 	} else if !errors.Is(err, ErrLinkNotFound) {
 		return fmt.Errorf("create tap: %w", err)
 	}
+	l.mu.Lock()
+	owner := l.owner
+	l.mu.Unlock()
 	tap := &netlink.Tuntap{
 		LinkAttrs: netlink.LinkAttrs{Name: name},
 		Mode:      netlink.TUNTAP_MODE_TAP,
 		// The VMM sets its own flags when it attaches; TUN_EXCL makes a
 		// name taken meanwhile an error instead of an attach.
 		Flags: netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR | netlink.TUNTAP_TUN_EXCL,
-		Owner: 0, // root
-		Group: 0,
+		Owner: owner.UID, // 0: root
+		Group: owner.GID,
 	}
 	err := l.ns.Do(func() error { return l.h.LinkAdd(tap) })
 	if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) || (err != nil && strings.Contains(err.Error(), "device or resource busy")) {

@@ -118,3 +118,44 @@ func TestNftFirewallInNamespace(t *testing.T) {
 		t.Fatalf("Has after Remove = %v, %v", has, err)
 	}
 }
+
+// TestTAPOwner: TAPs made for a jailed VMM's uid and gid say so, and a
+// pool for that owner adopts those and deletes root's.
+func TestTAPOwner(t *testing.T) {
+	requireNetNS(t)
+	ns := testNetNS(t)
+	l, err := NewNetlinkLinks(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := l.EnsureBridge("banger0", netip.MustParsePrefix("10.88.0.1/24"), 0); err != nil {
+		t.Fatal(err)
+	}
+	o := l.(OwnedTAPs)
+	if err := l.CreateTAP("bgtp0000000a", 0); err != nil { // root's
+		t.Fatal(err)
+	}
+	jailed := TAPOwner{UID: 4321, GID: 4322}
+	o.SetTAPOwner(jailed)
+	if err := l.CreateTAP("bgtp0000000b", 0); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]TAPOwner{"bgtp0000000a": {}, "bgtp0000000b": jailed} {
+		if got, err := o.TAPOwner(name); err != nil || got != want {
+			t.Errorf("TAPOwner(%s) = %+v, %v; want %+v", name, got, err, want)
+		}
+	}
+	pool := NewTAPPool(l, TAPPoolOptions{Bridge: "banger0", Size: 1, Owner: jailed}, nil)
+	if err := pool.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	names, err := l.ListTAPs(PoolTAPPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != 1 || names[0] != "bgtp0000000b" {
+		t.Errorf("idle TAPs after Start: %q; want only the jailed owner's bgtp0000000b", names)
+	}
+}

@@ -195,6 +195,7 @@ func (n *Network) Setup(ctx context.Context) (err error) {
 		Size:     n.cfg.TAPPoolSize,
 		MTU:      n.cfg.MTU,
 		Isolated: !n.cfg.AllowGuestToGuest,
+		Owner:    n.cfg.TAPOwner,
 	}, n.log)
 	n.mu.Lock()
 	n.pool = pool
@@ -222,6 +223,13 @@ func (n *Network) openHandles() error {
 	if err != nil {
 		ns.Close()
 		return err
+	}
+	if o, ok := links.(OwnedTAPs); ok {
+		o.SetTAPOwner(n.cfg.TAPOwner)
+	} else if n.cfg.TAPOwner != (TAPOwner{}) {
+		links.Close()
+		ns.Close()
+		return fmt.Errorf("TAPs for uid %d gid %d: these links cannot make TAPs for another owner than root: %w", n.cfg.TAPOwner.UID, n.cfg.TAPOwner.GID, errdefs.ErrFailedPrecondition)
 	}
 	n.ns, n.links, n.fw = ns, links, n.newFirewall(ns)
 	return nil

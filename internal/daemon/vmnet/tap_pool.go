@@ -54,6 +54,10 @@ type TAPPoolOptions struct {
 	Size     int    // idle TAPs kept ready; 0 keeps none
 	MTU      int    // 0 keeps the kernel's default
 	Isolated bool   // bridge port isolation: guests cannot reach each other
+	// Owner is whom the TAPs are made for (the links must be OwnedTAPs
+	// unless it is root); an idle TAP an earlier pool made for another
+	// owner is deleted rather than adopted.
+	Owner TAPOwner
 }
 
 // TAPPool keeps Size idle TAP devices ready, ports of the bridge and
@@ -131,7 +135,7 @@ func (p *TAPPool) Start() error {
 	}
 	var adopted []string
 	for _, name := range existing {
-		if len(adopted) < p.opts.Size && p.links.AttachToBridge(name, p.opts.Bridge, p.opts.Isolated) == nil {
+		if len(adopted) < p.opts.Size && p.ownedRight(name) && p.links.AttachToBridge(name, p.opts.Bridge, p.opts.Isolated) == nil {
 			adopted = append(adopted, name)
 			continue
 		}
@@ -155,6 +159,17 @@ func (p *TAPPool) Start() error {
 		p.wake() // keep trying in the background
 	}
 	return first
+}
+
+// ownedRight reports whether an idle TAP left by an earlier pool belongs to
+// this pool's owner (links that cannot tell make root's TAPs only).
+func (p *TAPPool) ownedRight(name string) bool {
+	o, ok := p.links.(OwnedTAPs)
+	if !ok {
+		return p.opts.Owner == TAPOwner{}
+	}
+	got, err := o.TAPOwner(name)
+	return err == nil && got == p.opts.Owner
 }
 
 // deficit is how many idle TAPs are missing.

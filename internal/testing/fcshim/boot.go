@@ -3,6 +3,8 @@ package fcshim
 import (
 	"crypto/rand"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -44,6 +46,11 @@ type BootDrive struct {
 // BootNIC is one virtio-net device on a TAP.
 type BootNIC struct {
 	TAP, MAC string
+	// File is the TAP, already open, when the shim runs in a chroot (see
+	// EnvChroot): it was opened through the chroot's /dev/net/tun, as a
+	// jailed Firecracker does, and QEMU, which cannot open the host's
+	// /dev/net/tun as the jail's user, is handed it.
+	File *os.File
 }
 
 func (c BootConfig) String() string {
@@ -55,12 +62,12 @@ func (c BootConfig) String() string {
 func (s *Server) bootConfigLocked() BootConfig {
 	cfg := BootConfig{
 		ID:        s.id,
-		Kernel:    s.bootSrc.KernelImagePath,
+		Kernel:    s.hostPath(s.bootSrc.KernelImagePath),
 		VCPUs:     int(s.machine.VCPUCount),
 		MemoryMiB: int(s.machine.MemSizeMiB),
 	}
 	if s.bootSrc.InitrdPath != nil {
-		cfg.Initrd = *s.bootSrc.InitrdPath
+		cfg.Initrd = s.hostPath(*s.bootSrc.InitrdPath)
 	}
 	args := defaultKernelCmdline
 	if s.bootSrc.BootArgs != nil {
@@ -70,18 +77,22 @@ func (s *Server) bootConfigLocked() BootConfig {
 	for i := range s.drives {
 		d := s.drives[i]
 		ro := d.IsReadOnly != nil && *d.IsReadOnly
-		cfg.Drives = append(cfg.Drives, BootDrive{Path: *d.PathOnHost, ReadOnly: ro})
+		cfg.Drives = append(cfg.Drives, BootDrive{Path: s.hostPath(*d.PathOnHost), ReadOnly: ro})
 		if d.IsRootDevice && root == nil {
 			root = &d
 		}
 	}
 	cfg.Cmdline = firecrackerCmdline(args, root)
-	for _, n := range s.nics {
+	for i, n := range s.nics {
 		mac := randomMAC()
 		if n.GuestMAC != nil {
 			mac = strings.ToLower(*n.GuestMAC)
 		}
-		cfg.NICs = append(cfg.NICs, BootNIC{TAP: n.HostDevName, MAC: mac})
+		nic := BootNIC{TAP: n.HostDevName, MAC: mac}
+		if i < len(s.tapFiles) {
+			nic.File = s.tapFiles[i]
+		}
+		cfg.NICs = append(cfg.NICs, nic)
 	}
 	return cfg
 }
@@ -153,4 +164,38 @@ func openTAP(name string) error {
 	}
 	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
 	return unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+}
+
+// openJailTAP opens TAP name through the chroot's dev/net/tun (the node
+// the jailer made for its user), as a jailed Firecracker does, and keeps
+// it for QEMU. The caller holds mu.
+func (s *Server) openJailTAP(name string) error {
+	tun, err := inRoot(s.root, "/dev/net/tun", true)
+	if err != nil {
+		return err
+	}
+	fd, err := unix.Open(tun, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err == nil {
+		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return err
+	}
+	s.tapFiles = append(s.tapFiles, os.NewFile(uintptr(fd), tun))
+	return nil
+}
+
+// hostPath is where a path the API was given (and checked, when it was
+// given) is on the host: inside the chroot, if any.
+func (s *Server) hostPath(p string) string {
+	if s.root == "" {
+		return p
+	}
+	return filepath.Join(s.root, filepath.Clean("/"+p))
 }

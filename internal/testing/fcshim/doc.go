@@ -33,6 +33,13 @@
 // Like Firecracker, the shim leaves its API socket file behind when it
 // exits (removing it is the caller's job).
 //
+// Under the test-only jailer shim (internal/testing/jailershim), which
+// does not chroot, EnvChroot names the jail's root: the shim then resolves
+// every path it is given inside it (chroot.go), opens TAPs through the
+// jail's dev/net/tun as a jailed Firecracker does, and hands them to QEMU
+// as open descriptors (QEMU runs as the jail's user and could not open the
+// host's /dev/net/tun).
+//
 // What the shim knowingly does not emulate it refuses with a 400 whose
 // fault_message names the shim (vsock, balloon, MMDS, snapshots, pmem,
 // entropy, serial, memory hotplug, CPU templates, huge pages, MTU,

@@ -28,11 +28,11 @@ func (s *Server) putBootSourceLocked(body []byte) reply {
 	if s.started {
 		return fault(errPostBoot)
 	}
-	if err := canOpen(b.KernelImagePath, os.O_RDONLY); err != nil {
+	if err := s.canOpen(b.KernelImagePath, os.O_RDONLY); err != nil {
 		return fault("Boot source error: The kernel file cannot be opened: %s", osError(err))
 	}
 	if b.InitrdPath != nil {
-		if err := canOpen(*b.InitrdPath, os.O_RDONLY); err != nil {
+		if err := s.canOpen(*b.InitrdPath, os.O_RDONLY); err != nil {
 			return fault("Boot source error: The initrd file cannot be opened due to invalid path or invalid permissions. %s", osError(err))
 		}
 	}
@@ -87,7 +87,7 @@ func (s *Server) putDriveLocked(id string, hasID bool, body []byte) reply {
 		if d.IsReadOnly != nil && *d.IsReadOnly {
 			flag = os.O_RDONLY
 		}
-		if err := canOpen(*d.PathOnHost, flag); err != nil {
+		if err := s.canOpen(*d.PathOnHost, flag); err != nil {
 			return fault("Drive config error: Unable to create the virtio block device: Virtio backend error: Error manipulating the backing file: %s %s", osError(err), *d.PathOnHost)
 		}
 	case d.Socket != nil && d.PathOnHost == nil && d.IsReadOnly == nil && d.RateLimiter == nil && d.IOEngine == nil:
@@ -214,7 +214,11 @@ func (s *Server) putLoggerLocked(body []byte) reply {
 		return fault(errPostBoot)
 	}
 	if l.LogPath != nil {
-		f, err := os.OpenFile(*l.LogPath, os.O_RDWR|os.O_CREATE|syscall.O_NONBLOCK, 0o644)
+		path, err := inRoot(s.root, *l.LogPath, false)
+		var f *os.File
+		if err == nil {
+			f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NONBLOCK, 0o644)
+		}
 		if err != nil {
 			return fault("Logger error: Failed to open target file: %s", osError(err))
 		}
@@ -239,7 +243,11 @@ func (s *Server) putMetricsLocked(body []byte) reply {
 	if s.metricsFile != nil {
 		return fault("Metrics error: Reinitialization of metrics not allowed.")
 	}
-	f, err := os.OpenFile(m.MetricsPath, os.O_RDWR|os.O_CREATE|syscall.O_NONBLOCK, 0o644)
+	path, err := inRoot(s.root, m.MetricsPath, false)
+	var f *os.File
+	if err == nil {
+		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NONBLOCK, 0o644)
+	}
 	if err != nil {
 		return fault("Metrics error: %s", osError(err))
 	}
@@ -300,8 +308,13 @@ func (s *Server) putActionLocked(body []byte) reply {
 	}
 }
 
-// canOpen opens path with flag and closes it again.
-func canOpen(path string, flag int) error {
+// canOpen opens path (inside the chroot, if any) with flag and closes it
+// again.
+func (s *Server) canOpen(path string, flag int) error {
+	path, err := inRoot(s.root, path, true)
+	if err != nil {
+		return err
+	}
 	f, err := os.OpenFile(path, flag, 0)
 	if err != nil {
 		return err

@@ -83,9 +83,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		maxPayload = int64(n)
 	}
+	root := os.Getenv(EnvChroot)
+	if root != "" && !filepath.IsAbs(root) {
+		fmt.Fprintf(stderr, "Error: fcshim: %s=%q is not an absolute path\n", EnvChroot, root)
+		return exitGenericError
+	}
 	logw := stderr
 	if path, ok := flags["log-path"]; ok {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND|syscall.O_NONBLOCK, 0o644)
+		path, err := inRoot(root, path, false)
+		var f *os.File
+		if err == nil {
+			f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND|syscall.O_NONBLOCK, 0o644)
+		}
 		if err != nil {
 			fmt.Fprintf(stderr, "Error: LoggerInitialization(Failed to open target file: %s)\n", osError(err))
 			return exitGenericError
@@ -97,6 +106,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if v, ok := flags["api-sock"]; ok {
 		sock = v
 	}
+	// Under a jailer the socket is a path inside the chroot.
+	hostSock, err := inRoot(root, sock, false)
+	if err != nil {
+		fmt.Fprintf(stderr, "Error: RunWithApi(FailedToBindSocket(%q)): %v\n", sock, err)
+		return exitGenericError
+	}
+	sock = hostSock
 
 	// The shim's scratch (console FIFO, QMP socket) lives beside its API
 	// socket, in the caller's directory, so it goes with that directory
@@ -117,6 +133,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Booter:     &QEMUBooter{Dir: dir, Console: stdout, Wrapper: self},
 		MaxPayload: maxPayload,
 		Log:        logw,
+		Root:       root,
 	})
 	defer srv.Close()
 

@@ -83,7 +83,7 @@ func (b *QEMUBooter) Boot(ctx context.Context, cfg BootConfig) (VM, error) {
 		qcfg.Disks = append(qcfg.Disks, qemu.Disk{Path: d.Path, ReadOnly: d.ReadOnly})
 	}
 	for _, n := range cfg.NICs {
-		qcfg.NICs = append(qcfg.NICs, qemu.NIC{TAP: n.TAP, MAC: n.MAC})
+		qcfg.NICs = append(qcfg.NICs, qemu.NIC{TAP: n.TAP, MAC: n.MAC, File: n.File})
 	}
 	if b.Wrapper != "" {
 		bin := b.QEMU

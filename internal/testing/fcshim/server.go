@@ -64,6 +64,9 @@ type Options struct {
 	// Log receives the shim's own log lines until PUT /logger names a
 	// file; nil discards them.
 	Log io.Writer
+	// Root, when set, is the chroot every path of the API is resolved in
+	// (see EnvChroot).
+	Root string
 }
 
 // Server serves Firecracker's API for one instance. It handles one request
@@ -73,6 +76,10 @@ type Server struct {
 	booter     Booter
 	checkTAP   func(string) error
 	maxPayload int64
+	root       string // see Options.Root
+	// tapFiles are the TAPs opened in a chroot (openJailTAP), in NIC
+	// order; guarded by mu (the handlers run under it).
+	tapFiles []*os.File
 
 	booted chan struct{} // closed once InstanceStart has booted the VM
 
@@ -100,12 +107,17 @@ func NewServer(opts Options) *Server {
 		booter:     opts.Booter,
 		checkTAP:   opts.CheckTAP,
 		maxPayload: opts.MaxPayload,
+		root:       opts.Root,
 		booted:     make(chan struct{}),
 		// Firecracker's defaults (MachineConfig::default).
 		machine: machineConfig{VCPUCount: 1, MemSizeMiB: 128, HugePages: "None"},
 		log:     opts.Log,
 	}
-	if s.checkTAP == nil {
+	switch {
+	case s.checkTAP != nil:
+	case s.root != "":
+		s.checkTAP = s.openJailTAP
+	default:
 		s.checkTAP = openTAP
 	}
 	if s.maxPayload <= 0 {
@@ -143,12 +155,12 @@ func (s *Server) Stop() {
 func (s *Server) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, f := range []*os.File{s.logFile, s.metricsFile} {
+	for _, f := range append([]*os.File{s.logFile, s.metricsFile}, s.tapFiles...) {
 		if f != nil {
 			f.Close()
 		}
 	}
-	s.logFile, s.metricsFile = nil, nil
+	s.logFile, s.metricsFile, s.tapFiles = nil, nil, nil
 }
 
 // logfLocked writes one line to the shim's log.
