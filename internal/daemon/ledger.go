@@ -35,6 +35,7 @@ import (
 //     under the root;
 //   - a loop device's backing file is a VM's disk or an image's rootfs
 //     under the root; a device-mapper device is banger-<VM id>;
+//   - a jailed Firecracker's jail is <jailer_chroot_base>/<firecracker>/ID;
 //   - the nftables table (config `table`'s name, in the VM network's
 //     namespace) is the daemon's own, and holds no per-VM rules.
 //
@@ -169,6 +170,30 @@ func (m *vmManager) ledger(ctx context.Context) ([]ledgerEntry, error) {
 				e.remove = func(context.Context) error { return os.RemoveAll(path) }
 				add(e)
 			}
+		}
+	}
+
+	// Jails of a jailed Firecracker: <base>/<firecracker>/<VM id>, each
+	// owned by a VM whose Firecracker runs.
+	if m.config.JailerBinary != "" {
+		dir := filepath.Join(m.config.JailBase(), filepath.Base(m.config.FirecrackerBinary))
+		entries, err := os.ReadDir(dir)
+		if err != nil && !os.IsNotExist(err) {
+			return nil, err
+		}
+		for _, de := range entries {
+			id := de.Name()
+			if !validID(id) {
+				continue // not a VM's jail
+			}
+			e := ledgerEntry{HostObject: rpc.HostObject{Kind: "jail", Name: filepath.Join(dir, id), Owner: "vm:" + id}}
+			isOwner, ok, why := owned(id, func(h *vmHandles) bool { return h.proc != nil })
+			if !ok {
+				continue
+			}
+			e.Orphan, e.Why = !isOwner, why
+			e.remove = func(context.Context) error { return m.removeVMJail(id) }
+			add(e)
 		}
 	}
 

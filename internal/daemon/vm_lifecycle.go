@@ -78,6 +78,13 @@ func (m *vmManager) stopGuest(ctx context.Context, vm store.VM, grace time.Durat
 		cancel()
 		select {
 		case <-h.proc.Done():
+			// A jailed Firecracker's jail goes with it; one this daemon
+			// adopted has no one else to remove it.
+			if h.VMM == "firecracker" {
+				if err := m.removeVMJail(vm.ID); err != nil {
+					errs = append(errs, fmt.Errorf("remove the jail: %w", err))
+				}
+			}
 		case <-time.After(10 * time.Second):
 			errs = append(errs, fmt.Errorf("vmm pid %d did not exit", h.proc.PID()))
 		}

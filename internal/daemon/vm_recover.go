@@ -67,7 +67,7 @@ func (m *vmManager) recoverVM(ctx context.Context, vm store.VM) error {
 	if h.PID > 0 {
 		if err := verifyVMM(h, vm.ID); err != nil {
 			m.logger.Info("the recorded VMM is gone", "vm", vm.Name, "why", err)
-		} else if proc, err := adoptVMM(m.ctx, h.PID, h.VMM, h.VMMSocket); err != nil {
+		} else if proc, err := adoptVMM(m.ctx, h.PID, h.VMM, m.controlSocket(vm.ID, h)); err != nil {
 			m.logger.Warn("cannot watch the VM's VMM", "vm", vm.Name, "pid", h.PID, "err", err)
 		} else {
 			h.proc, alive = proc, true
@@ -174,4 +174,15 @@ func waitGone(pid int, d time.Duration) bool {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return processGone(pid)
+}
+
+// controlSocket is where the VM's VMM answers control requests on the
+// host: its QMP or API socket, inside the jail for a jailed Firecracker.
+func (m *vmManager) controlSocket(id string, h *vmHandles) string {
+	if h.VMM == "firecracker" && m.config.JailerBinary != "" {
+		if cfg, err := m.firecrackerConfig(id); err == nil && cfg.Jailer != nil {
+			return cfg.HostAPISocket()
+		}
+	}
+	return h.VMMSocket
 }

@@ -423,7 +423,7 @@ type ReconcileParams struct {
 
 // HostObject is one host object banger made.
 type HostObject struct {
-	Kind  string `json:"kind"`  // tap, vmm, vm-dir, image-dir, kernel-dir, staging, loop, dm, nft-table
+	Kind  string `json:"kind"`  // tap, vmm, vm-dir, jail, loop, dm, nft-table
 	Name  string `json:"name"`  // device or table name, PID, or path
 	Owner string `json:"owner"` // "vm:ID", "image:ID", "kernel:ID", "op", "daemon", or "" when none
 	// Orphan: no record owns it; Why says how that was decided.

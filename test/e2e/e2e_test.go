@@ -261,7 +261,18 @@ func (e *env) create(name string) (ip, id string, took time.Duration) {
 	return m["ip"].(string), m["id"].(string), took
 }
 
-func pidAlive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+// pidAlive: pid exists and has not exited. An exited process whose parent
+// died (a VMM a restarted daemon left) may stay a zombie until init reaps
+// it; it counts as gone.
+func pidAlive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z' && s[i+2] != 'X'
+}
 
 func TestQEMUBackend(t *testing.T) {
 	requireTier3(t)

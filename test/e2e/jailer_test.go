@@ -100,6 +100,22 @@ func TestFirecrackerUnderJailer(t *testing.T) {
 		t.Errorf("after stop and start the file reads %q", out)
 	}
 
+	// A daemon restart adopts the jailed Firecracker (its API socket is in
+	// the jail); a stop after it still takes the jail with it.
+	e.daemon.Process.Signal(syscall.SIGTERM)
+	e.daemon.Wait()
+	e.startDaemon()
+	if got := e.handlesPID(id); got != pid {
+		t.Errorf("after a daemon restart the VMM is pid %d, want the same %d", got, pid)
+	}
+	if out := e.ok("exec", "jailed", "--", "/bin/probe", "read", "/root/kept"); out != "survives the jail" {
+		t.Errorf("after a daemon restart the file reads %q", out)
+	}
+	e.ok("stop", "jailed")
+	checkGone(t, e, jailDir, pid, tap)
+	e.ok("start", "jailed")
+	pid = e.handlesPID(id)
+
 	e.ok("rm", "--force", "jailed")
 	checkGone(t, e, jailDir, pid, tap)
 	if _, err := os.Stat(filepath.Join(e.dir, "root", "vms", id)); !errors.Is(err, fs.ErrNotExist) {
