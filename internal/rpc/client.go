@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"banger/internal/errdefs"
 )
@@ -26,6 +27,9 @@ type Client struct {
 	nextID  uint64
 	pending map[string]*pendingCall
 	err     error // set once the connection is dead
+	// dropped is the error the daemon sent, with no id, before it closed
+	// the connection (a request over its size limit, unframeable input).
+	dropped *Error
 	done    chan struct{}
 }
 
@@ -74,7 +78,11 @@ func (c *Client) readLoop() {
 		c.dispatch(line)
 	}
 	c.mu.Lock()
-	c.err = fmt.Errorf("connection to banger daemon closed (was the daemon stopped, or is this user not allowed to use it?): %w", errdefs.ErrUnavailable)
+	if c.dropped != nil {
+		c.err = fmt.Errorf("the banger daemon closed the connection: %w", c.dropped)
+	} else {
+		c.err = fmt.Errorf("connection to banger daemon closed (was the daemon stopped, or is this user not allowed to use it?): %w", errdefs.ErrUnavailable)
+	}
 	pending := c.pending
 	c.pending = map[string]*pendingCall{}
 	c.mu.Unlock()
@@ -111,6 +119,9 @@ func (c *Client) dispatch(line []byte) {
 		return
 	}
 	c.mu.Lock()
+	if msg.Error != nil && (len(msg.ID) == 0 || string(msg.ID) == "null") {
+		c.dropped = msg.Error
+	}
 	p := c.pending[string(msg.ID)]
 	delete(c.pending, string(msg.ID))
 	c.mu.Unlock()
@@ -180,6 +191,18 @@ func (c *Client) Start(ctx context.Context, method string, params any, stream bo
 	c.mu.Unlock()
 	if err := c.send(request{JSONRPC: Version, ID: id, Method: method, Params: rawParams}); err != nil {
 		c.forget(id)
+		// The daemon may have said why before it hung up (a request over
+		// its size limit): give its answer a moment to arrive.
+		select {
+		case <-c.done:
+		case <-time.After(time.Second):
+		}
+		c.mu.Lock()
+		dropped := c.dropped
+		c.mu.Unlock()
+		if dropped != nil {
+			return nil, fmt.Errorf("banger daemon refused %s: %w", method, dropped)
+		}
 		return nil, fmt.Errorf("send %s to banger daemon (connection closed: was the daemon stopped, or is this user not allowed to use it?): %v: %w", method, err, errdefs.ErrUnavailable)
 	}
 	return &ClientCall{c: c, id: id, method: method, p: p}, nil

@@ -520,3 +520,17 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// The client reports the daemon's reason when it hangs up on an oversize
+// request, whether the request fitted in the socket's buffer or the
+// write itself failed.
+func TestClientReportsOversizeRefusal(t *testing.T) {
+	ts := startServer(t, echo, func(s *Server) { s.MaxMessageBytes = 4096 })
+	for _, size := range []int{10 << 10, 4 << 20} {
+		c := dial(t, ts.path)
+		err := c.Call(context.Background(), "echo", map[string]string{"msg": strings.Repeat("z", size)}, nil)
+		if err == nil || !strings.Contains(err.Error(), "exceeds the 4096-byte limit") {
+			t.Errorf("a %d-byte request: %v; want the daemon's limit error", size, err)
+		}
+	}
+}
