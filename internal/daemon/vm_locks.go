@@ -28,7 +28,20 @@ func (s *vmLockSet) Lock(ctx context.Context, id string) (unlock func(), err err
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	l := s.ref(id)
+	select {
+	case l.slot <- struct{}{}:
+	case <-ctx.Done():
+		s.release(id, l)
+		return nil, ctx.Err()
+	}
+	return s.unlocker(id, l), nil
+}
+
+// ref finds or makes id's entry and counts the caller in it.
+func (s *vmLockSet) ref(id string) *vmLock {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.locks == nil {
 		s.locks = make(map[string]*vmLock)
 	}
@@ -38,21 +51,18 @@ func (s *vmLockSet) Lock(ctx context.Context, id string) (unlock func(), err err
 		s.locks[id] = l
 	}
 	l.refs++
-	s.mu.Unlock()
+	return l
+}
 
-	select {
-	case l.slot <- struct{}{}:
-	case <-ctx.Done():
-		s.release(id, l)
-		return nil, ctx.Err()
-	}
+// unlocker frees the slot the caller holds, once.
+func (s *vmLockSet) unlocker(id string, l *vmLock) func() {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			<-l.slot
 			s.release(id, l)
 		})
-	}, nil
+	}
 }
 
 func (s *vmLockSet) release(id string, l *vmLock) {
@@ -75,28 +85,12 @@ func (s *vmLockSet) len() int {
 // TryLock takes id's lock if nobody holds it, without waiting: the
 // reconciler skips a VM an op is busy with and looks again next pass.
 func (s *vmLockSet) TryLock(id string) (unlock func(), ok bool) {
-	s.mu.Lock()
-	if s.locks == nil {
-		s.locks = make(map[string]*vmLock)
-	}
-	l := s.locks[id]
-	if l == nil {
-		l = &vmLock{slot: make(chan struct{}, 1)}
-		s.locks[id] = l
-	}
-	l.refs++
-	s.mu.Unlock()
+	l := s.ref(id)
 	select {
 	case l.slot <- struct{}{}:
+		return s.unlocker(id, l), true
 	default:
 		s.release(id, l)
 		return nil, false
 	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			<-l.slot
-			s.release(id, l)
-		})
-	}, true
 }

@@ -126,3 +126,30 @@ func TestVMLockSetUnlockTwiceIsHarmless(t *testing.T) {
 		t.Fatalf("entries = %d, want 0", n)
 	}
 }
+
+// TryLock takes a free lock, refuses a held one at once, and leaves no
+// entry behind either way.
+func TestVMLockTryLock(t *testing.T) {
+	var s vmLockSet
+	unlock, err := s.Lock(context.Background(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.TryLock("a"); ok {
+		t.Fatal("TryLock took a held lock")
+	}
+	if u, ok := s.TryLock("b"); !ok {
+		t.Fatal("TryLock refused a free lock")
+	} else {
+		u()
+	}
+	unlock()
+	if u, ok := s.TryLock("a"); !ok {
+		t.Fatal("TryLock refused a lock just released")
+	} else {
+		u()
+	}
+	if n := s.len(); n != 0 {
+		t.Errorf("%d entries left", n)
+	}
+}
