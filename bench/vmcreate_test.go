@@ -29,24 +29,8 @@ import (
 // that prints a marker (no banger, no network, no SSH). Also: the daemon's
 // memory per running VM (its RSS growth over 3 running VMs).
 func BenchmarkVMCreate(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root: network namespace, TAPs, the daemon")
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		b.Skip("qemu-system-x86_64 not installed")
-	}
-	bin := bangerBinary(b)
-	kdir := guestkernel.Dir(b)
-	d := startNetnsDaemon(b, bin)
-	d.ok("kernel", "import", filepath.Join(kdir, "vmlinux"), "--initrd", filepath.Join(kdir, "initrd"), "--name", "k", "--default")
-	tree := filepath.Join(d.dir, "tree")
-	if out, err := exec.Command("bash", filepath.Join(guestkernel.RepoRoot(b), "scripts", "base-image.sh"), tree).CombinedOutput(); err != nil {
-		b.Fatalf("base-image.sh: %v\n%s", err, out)
-	}
-	if err := os.WriteFile(filepath.Join(tree, "bench-init"), []byte("#!/bin/sh\necho BENCH-READY\nexec poweroff -f\n"), 0o755); err != nil {
-		b.Fatal(err)
-	}
-	d.ok("image", "import", tree, "--name", "busybox")
+	// The baseline's guest powers off after the marker.
+	d, kdir := busyboxDaemon(b, "exec poweroff -f")
 
 	var total, daemon, vmmStart, guestBoot, ssh, initMS, listenMS, baseline time.Duration
 	for i := 0; i < b.N; i++ {
@@ -277,4 +261,31 @@ func rssBytes(b *testing.B, pid int) int64 {
 	}
 	kb, _ := strconv.ParseInt(string(m[1]), 10, 64)
 	return kb << 10
+}
+
+// busyboxDaemon starts a daemon whose VM network lives in a namespace of
+// its own, with the guest kernel imported as the default and a busybox
+// image (scripts/base-image.sh) named busybox whose /bench-init, the plain
+// QEMU baseline's init, prints BENCH-READY and then runs then. It skips
+// without root or QEMU.
+func busyboxDaemon(b *testing.B, then string) (*netnsDaemon, string) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root: network namespace, TAPs, the daemon")
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		b.Skip("qemu-system-x86_64 not installed")
+	}
+	bin := bangerBinary(b)
+	kdir := guestkernel.Dir(b)
+	d := startNetnsDaemon(b, bin)
+	d.ok("kernel", "import", filepath.Join(kdir, "vmlinux"), "--initrd", filepath.Join(kdir, "initrd"), "--name", "k", "--default")
+	tree := filepath.Join(d.dir, "tree")
+	if out, err := exec.Command("bash", filepath.Join(guestkernel.RepoRoot(b), "scripts", "base-image.sh"), tree).CombinedOutput(); err != nil {
+		b.Fatalf("base-image.sh: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(tree, "bench-init"), []byte("#!/bin/sh\necho BENCH-READY\n"+then+"\n"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	d.ok("image", "import", tree, "--name", "busybox")
+	return d, kdir
 }

@@ -1,13 +1,8 @@
 package bench
 
 import (
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"banger/internal/testing/guestkernel"
 )
 
 // BenchmarkVMStartStop measures a stop/start round trip of a running VM on
@@ -21,25 +16,8 @@ import (
 // TAP, VMM spawn and configuration, DNS), the guest's boot to its init
 // announcing SSH, and the SSH handshake.
 func BenchmarkVMStartStop(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root: network namespace, TAPs, the daemon")
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		b.Skip("qemu-system-x86_64 not installed")
-	}
-	bin := bangerBinary(b)
-	kdir := guestkernel.Dir(b)
-	d := startNetnsDaemon(b, bin)
-	d.ok("kernel", "import", filepath.Join(kdir, "vmlinux"), "--initrd", filepath.Join(kdir, "initrd"), "--name", "k", "--default")
-	tree := filepath.Join(d.dir, "tree")
-	if out, err := exec.Command("bash", filepath.Join(guestkernel.RepoRoot(b), "scripts", "base-image.sh"), tree).CombinedOutput(); err != nil {
-		b.Fatalf("base-image.sh: %v\n%s", err, out)
-	}
 	// The baseline's guest stays up after the marker, as banger's does.
-	if err := os.WriteFile(filepath.Join(tree, "bench-init"), []byte("#!/bin/sh\necho BENCH-READY\nexec sleep 100000\n"), 0o755); err != nil {
-		b.Fatal(err)
-	}
-	d.ok("image", "import", tree, "--name", "busybox")
+	d, kdir := busyboxDaemon(b, "exec sleep 100000")
 	// m0 so that the daemon's cleanup removes it.
 	d.ok("create", "--image", "busybox", "--name", "m0")
 	plainDir := b.TempDir()
