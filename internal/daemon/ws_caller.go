@@ -110,18 +110,22 @@ func helperFailure(what string, err error, stderr []byte) error {
 	if !errors.As(err, &ee) || msg == "" {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	kinds := map[int]error{
-		wsExitNotFound: errdefs.ErrNotFound, wsExitInvalid: errdefs.ErrInvalidArgument,
-		wsExitExists: errdefs.ErrAlreadyExists, wsExitPrecondition: errdefs.ErrFailedPrecondition,
-		wsExitNotGit: errNotGitCheckout,
-	}
-	if k, ok := kinds[ee.ExitCode()]; ok {
+	if k := helperKind(ee.ExitCode()); k != nil {
 		return &helperError{msg: msg, kind: k}
 	}
 	if ee.ExitCode() > 0 { // it failed by itself, and said why
 		return &helperError{msg: what + ": " + msg}
 	}
 	return fmt.Errorf("%s: %s", what, msg)
+}
+
+// helperKind is the sentinel a helper's exit status names (nil: none).
+func helperKind(code int) error {
+	return map[int]error{
+		wsExitNotFound: errdefs.ErrNotFound, wsExitInvalid: errdefs.ErrInvalidArgument,
+		wsExitExists: errdefs.ErrAlreadyExists, wsExitPrecondition: errdefs.ErrFailedPrecondition,
+		wsExitNotGit: errNotGitCheckout,
+	}[code]
 }
 
 // wsPackStream is a running pack helper: read the stream from it, then
