@@ -177,7 +177,7 @@ func (w *workspaceManager) guestBundle(ctx context.Context, client *ssh.Client, 
 	case err != nil:
 		f.Close()
 		if lw.over {
-			return nil, fmt.Errorf("%w: the guest's bundle is over %d bytes", workspace.ErrHostileArchive, w.maxBytes)
+			return nil, fmt.Errorf("%w: the guest's bundle is over %d bytes: %w", workspace.ErrHostileArchive, w.maxBytes, errdefs.ErrInvalidArgument)
 		}
 		return nil, err
 	case code != 0:
