@@ -53,13 +53,16 @@ fi
 echo "== banger kernel ls"
 banger kernel ls
 
-# A small base image from Debian's busybox-static package.
-if ! banger image ls -o json | grep -q '"name": "busybox"'; then
+# A small base image from Debian's busybox-static and git packages.
+make_base_image() {
 	echo "== making the busybox base image"
 	bdir=$(mktemp -d)
 	scripts/base-image.sh "$bdir/rootfs"
 	banger image import "$bdir/rootfs" --name busybox
 	rm -rf "$bdir"
+}
+if ! banger image ls -o json | grep -q '"name": "busybox"'; then
+	make_base_image
 fi
 echo "== banger image ls"
 banger image ls
@@ -69,6 +72,28 @@ banger rm --force demo >/dev/null 2>&1 || true
 banger create --image busybox --name demo
 banger exec demo -- /bin/sh -c 'echo "hello from $(hostname): $(uname -sr), $(nproc) vCPUs"; ip -4 -o addr show eth0; cat /etc/resolv.conf'
 banger ls
+# An older busybox image, made before base-image.sh added git, is remade:
+# the main job below runs git in the guest.
+stale=0
+banger exec demo -- git --version >/dev/null 2>&1 || stale=1
 banger rm --force demo
+if [ "$stale" = 1 ]; then
+	banger image rm busybox
+	make_base_image
+fi
 echo "== banger ls"
 banger ls
+
+echo "== the main job: banger run in a git checkout, then workspace export"
+wdir=$(mktemp -d)
+git -C "$wdir" init -q -b main
+echo "a demo checkout" > "$wdir/README"
+git -C "$wdir" add README
+git -C "$wdir" -c user.name=demo -c user.email=demo@example.invalid commit -qm initial
+banger rm --force wsdemo >/dev/null 2>&1 || true
+(cd "$wdir" && banger run --image busybox --name wsdemo -- sh -c 'echo change >> README && git add -A && git -c user.name=demo -c user.email=demo@example.invalid commit -qm demo')
+(cd "$wdir" && banger workspace export wsdemo)
+git -C "$wdir" log --oneline banger/wsdemo
+git -C "$wdir" status --short   # the host's work tree: untouched
+banger rm --force wsdemo
+rm -rf "$wdir"

@@ -103,6 +103,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.vmShowCommand(),
 		a.imageCommand(),
 		a.kernelCommand(),
+		a.workspaceCommand(),
 		a.internalCommand(),
 	)
 	return cmd

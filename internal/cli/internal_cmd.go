@@ -2,8 +2,10 @@ package cli
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -33,5 +35,47 @@ func (a *app) internalCommand() *cobra.Command {
 			return nil
 		},
 	})
+	a.workspaceHelpers(cmd)
 	return cmd
+}
+
+// workspaceHelpers are the as-caller halves of workspace.prepare and
+// workspace.export (see daemon.ServeWorkspacePack).
+func (a *app) workspaceHelpers(cmd *cobra.Command) {
+	cmd.AddCommand(&cobra.Command{
+		Use:   "workspace-pack PATH",
+		Short: "Pack a checkout for a guest (run by the daemon as the caller)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			meta := os.NewFile(3, "meta")
+			if meta == nil {
+				return errors.New("fd 3 (the manifest pipe) is not open")
+			}
+			code := daemon.ServeWorkspacePack(cmd.Context(), args[0], os.Stdin, os.Stdout, meta, a.stderr)
+			meta.Close()
+			if code != 0 {
+				return exitError{code: code}
+			}
+			return nil
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "workspace-export REQUEST",
+		Short: "Apply a guest's work to a checkout (run by the daemon as the caller)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var bundle *os.File
+			if strings.Contains(args[0], `"bundle":true`) {
+				if bundle = os.NewFile(3, "bundle"); bundle == nil {
+					return errors.New("fd 3 (the bundle) is not open")
+				}
+				defer bundle.Close()
+			}
+			code := daemon.ServeWorkspaceExport(cmd.Context(), args[0], os.Stdin, bundle, os.Stdout, a.stderr)
+			if code != 0 {
+				return exitError{code: code}
+			}
+			return nil
+		},
+	})
 }

@@ -17,15 +17,24 @@ import (
 
 func (a *app) runCommand() *cobra.Command {
 	var p rpc.VMCreateParams
-	var rm bool
+	var rm, noWorkspace bool
+	var workspaceDir string
 	cmd := &cobra.Command{
-		Use:   "run --image IMAGE [--name NAME] [--rm] [-- CMD [ARG...]]",
+		Use:   "run --image IMAGE [--name NAME] [--rm] [--no-workspace | --workspace DIR] [-- CMD [ARG...]]",
 		Short: "Create a VM, then run a command in it or open a shell",
 		Long: `Create a VM from an image and boot it (progress on stderr), then run CMD in
 it as "banger exec" does (no shell in between; stdin is streamed when it is
 not a terminal; Ctrl-C is forwarded to the command as SIGINT, a second one
 abandons the command), or, with no CMD, open a shell as "banger shell" does.
 The exit status is the command's.
+
+Run in a git checkout, it first copies the checkout into the VM at
+/workspace (as "banger workspace prepare" does) and runs the command or
+shell there (in the same subdirectory you ran it from); "banger workspace
+export NAME" brings the work back as branch banger/NAME. Outside a git
+checkout nothing is copied (it says so): like docker run, the VM does not
+get your current directory unless you ask, with --workspace DIR, which
+copies DIR even if it is a plain directory. --no-workspace copies nothing.
 
 --rm removes the VM afterwards, whatever happened: also when the command
 fails, when the create fails, and on Ctrl-C (a create in progress is then
@@ -39,7 +48,14 @@ stops following it, not the create.`,
 			if a.jsonOutput() {
 				return errors.New("-o json: run prints the command's own output; use `banger create -o json` and `banger exec` instead")
 			}
-			return a.runInNewVM(cmd.Context(), p, args, rm)
+			ws := workspaceDir
+			if noWorkspace {
+				if ws != "" {
+					return errors.New("--no-workspace and --workspace exclude each other")
+				}
+				ws = "-"
+			}
+			return a.runInNewVM(cmd.Context(), p, args, rm, ws)
 		},
 	}
 	f := cmd.Flags()
@@ -52,12 +68,16 @@ stops following it, not the create.`,
 	f.IntVar(&p.MemoryMiB, "mem", 0, "memory in MiB (default: vm_memory_mib from the config)")
 	f.IntVar(&p.DiskGiB, "disk", 0, "disk size in GiB (default: the image's size)")
 	f.BoolVar(&rm, "rm", false, "remove the VM afterwards (also on failure and Ctrl-C)")
+	f.BoolVar(&noWorkspace, "no-workspace", false, "do not copy the current git checkout into the VM")
+	f.StringVar(&workspaceDir, "workspace", "", "copy DIR (a checkout or a plain directory) into the VM at /workspace (default: the current directory's git checkout, if any)")
 	return cmd
 }
 
-// runInNewVM creates a VM from p, runs argv in it (a shell when empty) and,
-// with rm, removes it whatever happened. ctx ends on the first Ctrl-C.
-func (a *app) runInNewVM(ctx context.Context, p rpc.VMCreateParams, argv []string, rm bool) (err error) {
+// runInNewVM creates a VM from p, copies the workspace in (ws: "" the
+// current checkout if any, "-" none, else that directory), runs argv in it
+// (a shell when empty) and, with rm, removes it whatever happened. ctx
+// ends on the first Ctrl-C.
+func (a *app) runInNewVM(ctx context.Context, p rpc.VMCreateParams, argv []string, rm bool, ws string) (err error) {
 	c, err := a.client(ctx)
 	if err != nil {
 		return err
@@ -88,10 +108,16 @@ func (a *app) runInNewVM(ctx context.Context, p rpc.VMCreateParams, argv []strin
 	if ctx.Err() != nil {
 		return errInterrupted
 	}
-	if len(argv) == 0 {
-		return a.shellIn(c, rpc.VMExecParams{VM: ref}, name)
+	workdir := ""
+	if ws != "-" {
+		if workdir, err = a.runWorkspace(ctx, c, ref, ws); err != nil {
+			return err
+		}
 	}
-	code, err := a.runCommandIn(c, rpc.VMExecParams{VM: ref, Argv: argv})
+	if len(argv) == 0 {
+		return a.shellIn(c, rpc.VMExecParams{VM: ref, Workdir: workdir}, name)
+	}
+	code, err := a.runCommandIn(c, rpc.VMExecParams{VM: ref, Argv: argv, Workdir: workdir})
 	if err != nil {
 		return err
 	}

@@ -164,7 +164,7 @@ func TestRun(t *testing.T) {
 			f := &fakeRunDaemon{fakeRun: tc.fake, interrupt: cancel}
 			sock := serveFake(t, f.serve)
 			var out, errOut bytes.Buffer
-			code := run(ctx, append([]string{"run", "--socket", sock}, tc.args...), &out, &errOut)
+			code := run(ctx, append([]string{"run", "--socket", sock, "--no-workspace"}, tc.args...), &out, &errOut)
 			if code != tc.wantCode || out.String() != tc.wantStdout {
 				t.Errorf("run exited %d with stdout %q; want %d, %q (stderr %q)", code, out.String(), tc.wantCode, tc.wantStdout, errOut.String())
 			}

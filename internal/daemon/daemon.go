@@ -68,6 +68,9 @@ type Daemon struct {
 	// vms runs VMs; createVMMu, the handle cache, the capability hooks
 	// (vmCaps) and the VM network live on it.
 	vms *vmManager
+	// workspaces copies checkouts into guests and their work back;
+	// workspaceLocks is its lock set.
+	workspaces *workspaceManager
 	// files reads paths callers name, with their permissions.
 	files callerFiles
 
@@ -157,6 +160,7 @@ func Open(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	if err := d.vms.recover(ctx); err != nil {
 		return nil, err
 	}
+	d.workspaces = newWorkspaceManager(d)
 	gid, err := ensureGroup(ctx, d.runner, cfg.Group)
 	if err != nil {
 		return nil, err
@@ -341,6 +345,11 @@ func (d *Daemon) dispatch(ctx context.Context, call *rpc.Call) (any, error) {
 		return d.images.show(ctx, call)
 	case rpc.MethodImageRemove:
 		return d.images.remove(ctx, call)
+
+	case rpc.MethodWorkspacePrepare:
+		return d.workspaces.prepare(ctx, call)
+	case rpc.MethodWorkspaceExport:
+		return d.workspaces.export(ctx, call)
 
 	case rpc.MethodKernelImport:
 		return d.images.importKernel(ctx, call, d.files)

@@ -124,29 +124,35 @@ func (m *vmManager) pumpInput(ctx context.Context, call *rpc.Call, s *guest.Sess
 // runningHandles checks, under vmLocks[id], that the VM runs, and copies
 // its handles out.
 func (m *vmManager) runningHandles(ctx context.Context, ref string) (*vmHandles, error) {
+	_, h, err := m.runningVM(ctx, ref)
+	return h, err
+}
+
+// runningVM is runningHandles with the VM's row as it was under the lock.
+func (m *vmManager) runningVM(ctx context.Context, ref string) (store.VM, *vmHandles, error) {
 	vm, err := m.store.ResolveVM(ctx, ref)
 	if err != nil {
-		return nil, err
+		return store.VM{}, nil, err
 	}
 	unlock, err := m.locks.Lock(ctx, vm.ID)
 	if err != nil {
-		return nil, err
+		return store.VM{}, nil, err
 	}
 	defer unlock()
 	if vm, err = m.store.GetVM(ctx, vm.ID); err != nil {
-		return nil, err
+		return store.VM{}, nil, err
 	}
 	h, ok := m.handles.get(vm.ID)
 	if vm.State != store.VMRunning || !ok || h.hostKey == nil {
-		return nil, fmt.Errorf("vm %q is %s, not running: %w", vm.Name, vm.State, errdefs.ErrFailedPrecondition)
+		return store.VM{}, nil, fmt.Errorf("vm %q is %s, not running: %w", vm.Name, vm.State, errdefs.ErrFailedPrecondition)
 	}
 	if h.signer == nil {
 		if h.signer, err = loadClientKey(m.layout.VMClientKey(vm.ID)); err != nil {
-			return nil, fmt.Errorf("read the client key of vm %q: %w", vm.Name, err)
+			return store.VM{}, nil, fmt.Errorf("read the client key of vm %q: %w", vm.Name, err)
 		}
 	}
 	c := *h
-	return &c, nil
+	return vm, &c, nil
 }
 
 // eventWriter sends what is written to it as stream events of one kind.

@@ -439,3 +439,63 @@ type ReconcileResult struct {
 	Objects []HostObject `json:"objects"`
 	DryRun  bool         `json:"dry_run"`
 }
+
+// Workspace methods: a checkout into a running guest, and the guest's work
+// back as a branch (docs/rpc.md).
+const (
+	MethodWorkspacePrepare = "workspace.prepare"
+	MethodWorkspaceExport  = "workspace.export"
+)
+
+// WorkspacePrepareParams asks for workspace.prepare. Path is absolute, on
+// the caller's host; it is read as the caller. Dest defaults to
+// /workspace. A second prepare of the same checkout into the same Dest
+// sends only what changed since the first, unless Full.
+type WorkspacePrepareParams struct {
+	VM   string `json:"vm"`
+	Path string `json:"path"`
+	Dest string `json:"dest,omitempty"`
+	Full bool   `json:"full,omitempty"`
+}
+
+// WorkspacePrepareResult answers workspace.prepare.
+type WorkspacePrepareResult struct {
+	VM       string `json:"vm"`
+	HostPath string `json:"host_path"` // the checkout's root (or the plain directory)
+	Dest     string `json:"dest"`
+	IsGit    bool   `json:"is_git"`
+	Base     string `json:"base,omitempty"`
+	Branch   string `json:"branch,omitempty"`
+	Detached bool   `json:"detached,omitempty"`
+	// Incremental: only what changed since the previous prepare was sent.
+	Incremental bool     `json:"incremental"`
+	Files       int      `json:"files"`      // entries the guest now holds
+	Sent        int      `json:"sent"`       // entries sent by this prepare
+	SentBytes   int64    `json:"sent_bytes"` // content bytes among them
+	Deleted     int      `json:"deleted"`    // paths removed in the guest
+	Dirty       int      `json:"dirty"`      // tracked files differing from HEAD
+	Untracked   int      `json:"untracked"`  // untracked, not ignored files
+	Notes       []string `json:"notes,omitempty"`
+}
+
+// WorkspaceExportParams asks for workspace.export. Branch defaults to
+// banger/<vm name>. Patch, an absolute path on the caller's host, gets a
+// patch instead of a branch being made (written as the caller).
+type WorkspaceExportParams struct {
+	VM     string `json:"vm"`
+	Branch string `json:"branch,omitempty"`
+	Force  bool   `json:"force,omitempty"`
+	Patch  string `json:"patch,omitempty"`
+}
+
+// WorkspaceExportResult answers workspace.export.
+type WorkspaceExportResult struct {
+	VM       string `json:"vm"`
+	HostPath string `json:"host_path"`
+	Branch   string `json:"branch,omitempty"` // full ref, "" with a patch
+	Patch    string `json:"patch,omitempty"`
+	Commit   string `json:"commit"`
+	Base     string `json:"base"`
+	Commits  int    `json:"commits"` // the guest's own commits kept
+	Dirty    bool   `json:"dirty"`   // one more commit holds its uncommitted changes
+}

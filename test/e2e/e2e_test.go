@@ -517,7 +517,7 @@ func testLifecycle(t *testing.T, b backend) {
 	e.ok("rm", "--force", "delta")
 
 	// run --rm: create, the command's output and status, then nothing left.
-	out, errs, code := e.run("run", "--rm", "--image", "probe", "--", "/bin/probe", "exit", "6")
+	out, errs, code := e.run("run", "--rm", "--no-workspace", "--image", "probe", "--", "/bin/probe", "exit", "6")
 	if code != 6 || !strings.Contains(errs, "exiting with 6") {
 		t.Errorf("run --rm exit 6: exit %d, stdout %q, stderr %q", code, out, errs)
 	}

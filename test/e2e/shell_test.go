@@ -175,7 +175,7 @@ func testShell(t *testing.T, b backend) {
 	e.ok("rm", "--force", "sh1")
 
 	// run with no command opens the same shell; --rm removes the VM.
-	p = e.startInPTY("run", "--rm", "--image", "busybox")
+	p = e.startInPTY("run", "--rm", "--no-workspace", "--image", "busybox")
 	if !p.waitFor(0, "# ", 90*time.Second) {
 		t.Fatalf("run --rm: no root prompt; the terminal shows %q", p.out.String())
 	}
@@ -202,7 +202,7 @@ func TestRun(t *testing.T) {
 	e := newEnv(t, "vmm = \"qemu\"\n")
 	e.setupImages()
 
-	out, errs, code := e.run("run", "--rm", "--image", "probe", "--", "/bin/probe", "echo", "hi")
+	out, errs, code := e.run("run", "--rm", "--no-workspace", "--image", "probe", "--", "/bin/probe", "echo", "hi")
 	if code != 0 || out != "hi\n" {
 		t.Errorf("run --rm echo hi: exit %d, stdout %q, stderr %q", code, out, errs)
 	}
@@ -210,7 +210,7 @@ func TestRun(t *testing.T) {
 
 	// Ctrl-C during the command reaches it as SIGINT; the VM goes anyway.
 	intOut := &syncBuffer{}
-	cmd := exec.Command(e.bin, append(append([]string{}, e.args...), "run", "--rm", "--image", "probe", "--", "/bin/probe", "wait-int")...)
+	cmd := exec.Command(e.bin, append(append([]string{}, e.args...), "run", "--rm", "--no-workspace", "--image", "probe", "--", "/bin/probe", "wait-int")...)
 	cmd.Stdout = intOut
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -227,7 +227,7 @@ func TestRun(t *testing.T) {
 
 	// Ctrl-C during the create cancels it.
 	createErr := &syncBuffer{}
-	cmd = exec.Command(e.bin, append(append([]string{}, e.args...), "run", "--rm", "--image", "probe", "--name", "cut", "--", "/bin/probe", "echo", "never")...)
+	cmd = exec.Command(e.bin, append(append([]string{}, e.args...), "run", "--rm", "--no-workspace", "--image", "probe", "--name", "cut", "--", "/bin/probe", "echo", "never")...)
 	cmd.Stderr = createErr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -243,7 +243,7 @@ func TestRun(t *testing.T) {
 	e.noVMs("after run --rm interrupted during the create")
 
 	// Without --rm the VM stays, and the exit status is the command's.
-	if out, errs, code := e.run("run", "--image", "probe", "--name", "keep", "--", "/bin/probe", "exit", "4"); code != 4 {
+	if out, errs, code := e.run("run", "--no-workspace", "--image", "probe", "--name", "keep", "--", "/bin/probe", "exit", "4"); code != 4 {
 		t.Errorf("run exit 4: exit %d, stdout %q, stderr %q", code, out, errs)
 	}
 	if m := e.show("keep"); m["state"] != "running" {
