@@ -15,7 +15,11 @@ var crashAt = os.Getenv("BANGER_TEST_CRASH_AT")
 // when name is the configured point. The points are named op.phase:
 // create.recorded, create.disk, boot.tap, boot.vmm, boot.ready (create and
 // start), stop.recorded, stop.released, rm.recorded, rm.stopped,
-// rm.files.
+// rm.files; for images: image.staged (pull, import, promote: the pending
+// row recorded, staging made), pull.layers (the first layer cached),
+// pull.flattened, pull.built (the ext4 built in staging), import.built,
+// promote.copied, image.moved (the rootfs moved into the image's
+// directory, the row not yet ready).
 func crashPoint(name string) {
 	if crashAt == "" || crashAt != name {
 		return

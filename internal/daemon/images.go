@@ -146,6 +146,7 @@ func (m *imageManager) commit(ctx context.Context, im store.Image, builtExt4 str
 	if err := os.Rename(builtExt4, m.layout.ImageRootfs(im.ID)); err != nil {
 		return store.Image{}, fmt.Errorf("move rootfs into place: %w", err)
 	}
+	crashPoint("image.moved") // the rootfs is in images/ID, the row still pending
 	im.State = store.ImageReady
 	m.imageOpsMu.Lock()
 	defer m.imageOpsMu.Unlock()
@@ -160,6 +161,7 @@ func (m *imageManager) runImageOp(ctx context.Context, kind string, im store.Ima
 			m.discard(context.Background(), im.ID)
 			return nil, fmt.Errorf("create staging: %w", err)
 		}
+		crashPoint("image.staged") // a pending row, its op running, empty staging
 		done, err := make(ctx, report)
 		os.RemoveAll(m.stagingDir(im.ID))
 		if err != nil {
