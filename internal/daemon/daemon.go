@@ -47,6 +47,7 @@ type Daemon struct {
 	pid       *pidFile
 	listener  *net.UnixListener
 	auth      authorizer
+	gid       uint32 // the socket's group
 	startedAt time.Time
 
 	// vmLocks[id] is held across a whole lifecycle op on one VM.
@@ -161,6 +162,7 @@ func Open(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	d.gid = gid
 	d.auth = authorizer{gid: gid, selfUID: uint32(os.Geteuid()), procRoot: "/proc"}
 	if d.listener, err = listen(ctx, cfg.Socket, gid); err != nil {
 		return nil, err
@@ -198,10 +200,20 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		MaxMessageBytes: d.config.MaxRequestBytes,
 		Logger:          d.logger,
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(d.listener) }()
+	// The background loops end when ctx does or when serving fails.
+	ctx, stopLoops := context.WithCancel(ctx)
+	defer stopLoops()
+	keeper, err := newSocketKeeper(d.config.Socket, d.gid, d.listener, srv, d.logger)
+	if err != nil {
+		return err
+	}
+	keeper.start()
 
-	bgDone := make(chan struct{}, 2)
+	bgDone := make(chan struct{}, 3)
+	go func() {
+		defer func() { bgDone <- struct{}{} }()
+		keeper.loop(ctx, socketCheckInterval)
+	}()
 	go func() {
 		defer func() { bgDone <- struct{}{} }()
 		d.sweepLoop(ctx)
@@ -212,20 +224,22 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}()
 	d.logger.Info("daemon ready", "socket", d.config.Socket)
 
-	var err error
 	select {
 	case <-ctx.Done():
-	case err = <-serveErr:
+	case err = <-keeper.errs:
 		err = fmt.Errorf("serve: %w", err)
 	}
+	stopLoops()
 	d.logger.Info("daemon shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), d.config.ShutdownTimeout.Std())
 	if serr := srv.Shutdown(sctx); serr != nil {
 		d.logger.Warn("in-flight requests were cancelled at the shutdown timeout", "timeout", d.config.ShutdownTimeout.Std())
 	}
 	cancel()
+	keeper.wait()
 	d.opsCancel()
 	d.opsWG.Wait()
+	<-bgDone
 	<-bgDone
 	<-bgDone
 	if cerr := d.vms.close(); cerr != nil {
