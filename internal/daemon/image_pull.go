@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -31,6 +33,9 @@ const (
 type pullRequest struct {
 	Ref  string
 	Auth *rpc.RegistryAuth
+	// OnFetched, if set, hears of each layer this pull downloaded into
+	// the cache (not those it found there). Called from many goroutines.
+	OnFetched func(digest string)
 }
 
 // pulledImage is what pullAndFlatten learned about the image.
@@ -60,8 +65,24 @@ func (m *imageManager) pull(ctx context.Context, call *rpc.Call) (rpc.OpStarted,
 	if err != nil {
 		return rpc.OpStarted{}, err
 	}
-	req := pullRequest{Ref: p.Ref, Auth: p.Auth}
-	return m.runImageOp(ctx, rpc.MethodImagePull, im, func(ctx context.Context, report func(opstate.Progress)) (store.Image, error) {
+	var fetchedMu sync.Mutex
+	var fetched []string // guarded by fetchedMu
+	req := pullRequest{Ref: p.Ref, Auth: p.Auth, OnFetched: func(d string) {
+		fetchedMu.Lock()
+		fetched = append(fetched, d)
+		fetchedMu.Unlock()
+	}}
+	return m.runImageOp(ctx, rpc.MethodImagePull, im, func(ctx context.Context, report func(opstate.Progress)) (_ store.Image, err error) {
+		// A pull that filled the disk takes back the layers it added to
+		// the cache: kept, they would leave the disk full (and the retry
+		// failing the same way).
+		defer func() {
+			if errors.Is(err, syscall.ENOSPC) {
+				fetchedMu.Lock()
+				defer fetchedMu.Unlock()
+				m.layers.Drop(fetched)
+			}
+		}()
 		root := m.stagingDir(im.ID) + "/rootfs"
 		if err := os.Mkdir(root, 0o755); err != nil {
 			return store.Image{}, err
@@ -185,6 +206,9 @@ func (m *imageManager) pullAndFlattenRemote(ctx context.Context, req pullRequest
 				tracker.set(i, "cached", d.Size)
 			default:
 				tracker.set(i, "downloaded", d.Size)
+				if req.OnFetched != nil {
+					req.OnFetched(d.Digest.String())
+				}
 			}
 			results[i] <- err
 		}()

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"syscall"
 
 	"banger/internal/config"
 	"banger/internal/daemon/imagemgr"
@@ -164,6 +165,9 @@ func (m *imageManager) runImageOp(ctx context.Context, kind string, im store.Ima
 		crashPoint("image.staged") // a pending row, its op running, empty staging
 		done, err := make(ctx, report)
 		os.RemoveAll(m.stagingDir(im.ID))
+		if errors.Is(err, syscall.ENOSPC) {
+			err = fmt.Errorf("the filesystem of the state root %s is full; free space there and retry: %w", m.layout.Root, err)
+		}
 		if err != nil {
 			if derr := m.discard(context.Background(), im.ID); derr != nil {
 				m.logger.Error("clean up failed image", "image", im.Name, "err", derr)
