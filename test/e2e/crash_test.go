@@ -40,7 +40,13 @@ var crashPoints = map[string][]string{
 // it to answer.
 func (e *env) startDaemon(extraEnv ...string) {
 	e.t.Helper()
-	e.daemon = exec.Command(e.bin, append([]string{"daemon"}, e.args...)...)
+	e.startDaemonFrom(e.bin, extraEnv...)
+}
+
+// startDaemonFrom is startDaemon running the daemon binary at bin.
+func (e *env) startDaemonFrom(bin string, extraEnv ...string) {
+	e.t.Helper()
+	e.daemon = exec.Command(bin, append([]string{"daemon"}, e.args...)...)
 	e.daemon.Stderr = e.log
 	e.daemon.Env = append(os.Environ(), extraEnv...)
 	if err := e.daemon.Start(); err != nil {
