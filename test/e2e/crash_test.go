@@ -52,6 +52,9 @@ func (e *env) startDaemonFrom(bin string, extraEnv ...string) {
 	if err := e.daemon.Start(); err != nil {
 		e.t.Fatal(err)
 	}
+	exited, cmd := make(chan struct{}), e.daemon
+	e.exited = exited
+	go func() { cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if _, _, code := e.run("ls"); code == 0 {
@@ -67,7 +70,7 @@ func (e *env) startDaemonFrom(bin string, extraEnv ...string) {
 // killDaemon SIGKILLs the daemon (if it has not died already) and reaps it.
 func (e *env) killDaemon() {
 	e.daemon.Process.Signal(syscall.SIGKILL)
-	e.daemon.Wait()
+	e.waitDaemon()
 }
 
 type vmRow struct {
@@ -152,21 +155,40 @@ func TestCrashSoak(t *testing.T) {
 		if err := cli.Start(); err != nil {
 			t.Fatal(err)
 		}
-		if point == "" {
-			time.Sleep(time.Duration(rng.Intn(400)) * time.Millisecond)
-		}
 		cliDone := make(chan error, 1)
 		go func() { cliDone <- cli.Wait() }()
+		// The CLI ends, or the daemon kills itself at the point; without
+		// one, the daemon is killed after a random delay. Then it is
+		// restarted, as a service manager would, and the CLI (which
+		// waits for the daemon to come back when it dies under an op it
+		// follows) ends.
+		var delay <-chan time.Time
+		if point == "" {
+			delay = time.After(time.Duration(rng.Intn(400)) * time.Millisecond)
+		}
+		cliEnded := false
 		select {
 		case <-cliDone:
+			cliEnded = true
+		case <-e.exited:
+		case <-delay:
 		case <-time.After(30 * time.Second):
-			cli.Process.Kill()
-			<-cliDone
-			t.Fatalf("trial %d: %s %s did not end", i, op, target)
 		}
 		e.killDaemon()
 		e.startDaemon()
+		if !cliEnded {
+			select {
+			case <-cliDone:
+			case <-time.After(90 * time.Second):
+				cli.Process.Kill()
+				<-cliDone
+				t.Fatalf("trial %d: %s %s did not end after the daemon came back", i, op, target)
+			}
+		}
 		trial := fmt.Sprintf("trial %d (%s %s, crash at %q)", i, op, target, point)
+		if point != "" && cli.ProcessState.ExitCode() == 0 {
+			t.Errorf("%s: the CLI exited 0 though the daemon was killed under it", trial)
+		}
 		outcome := e.checkConsistent(trial, target)
 		e.checkImages(trial)
 		if op == "pull" || op == "import" || op == "promote" {

@@ -103,7 +103,17 @@ type env struct {
 	netns  string
 	args   []string
 	daemon *exec.Cmd
+	exited chan struct{} // closed when daemon is reaped; nil: Wait directly
 	log    *syncBuffer
+}
+
+// waitDaemon waits for the daemon process to exit and reaps it.
+func (e *env) waitDaemon() {
+	if e.exited != nil {
+		<-e.exited
+		return
+	}
+	e.daemon.Wait()
 }
 
 func newEnv(t *testing.T, extraConfig string) *env {
@@ -185,7 +195,7 @@ func (e *env) cleanup() {
 	if e.daemon != nil && e.daemon.Process != nil {
 		e.daemon.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
-		go func() { e.daemon.Wait(); close(done) }()
+		go func() { e.waitDaemon(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(20 * time.Second):

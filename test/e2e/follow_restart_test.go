@@ -55,10 +55,8 @@ func TestCLIFollowingAcrossDaemonRestart(t *testing.T) {
 			go func() { cliDone <- cli.Wait() }()
 			// The daemon kills itself at the point; restart it as a
 			// service manager would.
-			died := make(chan struct{})
-			go func() { e.daemon.Wait(); close(died) }()
 			select {
-			case <-died:
+			case <-e.exited:
 			case <-time.After(30 * time.Second):
 				cli.Process.Kill()
 				<-cliDone

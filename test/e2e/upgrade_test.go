@@ -25,7 +25,7 @@ func TestDaemonUpgradeKeepsGuestRunning(t *testing.T) {
 
 	e.daemon.Process.Signal(syscall.SIGTERM)
 	done := make(chan struct{})
-	go func() { e.daemon.Wait(); close(done) }()
+	go func() { e.waitDaemon(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
