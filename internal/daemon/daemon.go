@@ -84,8 +84,8 @@ type Daemon struct {
 
 // Open prepares the daemon: takes the root's single-instance lock, creates
 // the layout, sweeps staging left by a crash, opens the store (applying
-// migrations), marks operations a crash interrupted, and creates the
-// socket. It serves nothing until Serve.
+// migrations), marks operations a crash interrupted, recovers images and
+// VMs, removes host objects no record owns, and creates the socket. It serves nothing until Serve.
 func Open(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	cfg := opts.Config
 	if err := cfg.Validate(); err != nil {
@@ -157,6 +157,13 @@ func Open(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	d.vms = newVMManager(d)
 	if err := d.vms.recover(ctx); err != nil {
 		return nil, err
+	}
+	// One reconciler sweep before serving: a crash between launching a
+	// VMM and recording its PID leaves a VMM no handles.json names, which
+	// the rolled-back create cannot find; the ledger finds it by its
+	// command line.
+	if _, err := d.vms.reconcileHost(ctx, false); err != nil {
+		d.logger.Warn("sweep host objects no record owns", "err", err)
 	}
 	gid, err := ensureGroup(ctx, d.runner, cfg.Group)
 	if err != nil {

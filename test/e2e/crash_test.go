@@ -25,8 +25,8 @@ import (
 // crashPoints are the named points of internal/daemon/crashpoint.go, by
 // the op that reaches them.
 var crashPoints = map[string][]string{
-	"create": {"create.recorded", "create.disk", "boot.tap", "boot.vmm", "boot.ready"},
-	"start":  {"boot.tap", "boot.vmm", "boot.ready"},
+	"create": {"create.recorded", "create.disk", "boot.tap", "boot.spawned", "boot.vmm", "boot.ready"},
+	"start":  {"boot.tap", "boot.spawned", "boot.vmm", "boot.ready"},
 	"stop":   {"stop.recorded", "stop.released"},
 	"rm":     {"rm.recorded", "rm.stopped", "rm.files"},
 	// Image ops: the pending row and staging made, then each step
