@@ -47,6 +47,7 @@ type Daemon struct {
 	pid       *pidFile
 	listener  *net.UnixListener
 	auth      authorizer
+	gid       uint32 // the socket's group
 	startedAt time.Time
 
 	// vmLocks[id] is held across a whole lifecycle op on one VM.
@@ -86,8 +87,8 @@ type Daemon struct {
 
 // Open prepares the daemon: takes the root's single-instance lock, creates
 // the layout, sweeps staging left by a crash, opens the store (applying
-// migrations), marks operations a crash interrupted, and creates the
-// socket. It serves nothing until Serve.
+// migrations), marks operations a crash interrupted, recovers images and
+// VMs, removes host objects no record owns, and creates the socket. It serves nothing until Serve.
 func Open(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	cfg := opts.Config
 	if err := cfg.Validate(); err != nil {
@@ -161,10 +162,18 @@ func Open(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		return nil, err
 	}
 	d.workspaces = newWorkspaceManager(d)
+	// One reconciler sweep before serving: a crash between launching a
+	// VMM and recording its PID leaves a VMM no handles.json names, which
+	// the rolled-back create cannot find; the ledger finds it by its
+	// command line.
+	if _, err := d.vms.reconcileHost(ctx, false); err != nil {
+		d.logger.Warn("sweep host objects no record owns", "err", err)
+	}
 	gid, err := ensureGroup(ctx, d.runner, cfg.Group)
 	if err != nil {
 		return nil, err
 	}
+	d.gid = gid
 	d.auth = authorizer{gid: gid, selfUID: uint32(os.Geteuid()), procRoot: "/proc"}
 	if d.listener, err = listen(ctx, cfg.Socket, gid); err != nil {
 		return nil, err
@@ -202,10 +211,20 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		MaxMessageBytes: d.config.MaxRequestBytes,
 		Logger:          d.logger,
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(d.listener) }()
+	// The background loops end when ctx does or when serving fails.
+	ctx, stopLoops := context.WithCancel(ctx)
+	defer stopLoops()
+	keeper, err := newSocketKeeper(d.config.Socket, d.gid, d.listener, srv, d.logger)
+	if err != nil {
+		return err
+	}
+	keeper.start()
 
-	bgDone := make(chan struct{}, 2)
+	bgDone := make(chan struct{}, 3)
+	go func() {
+		defer func() { bgDone <- struct{}{} }()
+		keeper.loop(ctx, socketCheckInterval)
+	}()
 	go func() {
 		defer func() { bgDone <- struct{}{} }()
 		d.sweepLoop(ctx)
@@ -216,20 +235,22 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}()
 	d.logger.Info("daemon ready", "socket", d.config.Socket)
 
-	var err error
 	select {
 	case <-ctx.Done():
-	case err = <-serveErr:
+	case err = <-keeper.errs:
 		err = fmt.Errorf("serve: %w", err)
 	}
+	stopLoops()
 	d.logger.Info("daemon shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), d.config.ShutdownTimeout.Std())
 	if serr := srv.Shutdown(sctx); serr != nil {
 		d.logger.Warn("in-flight requests were cancelled at the shutdown timeout", "timeout", d.config.ShutdownTimeout.Std())
 	}
 	cancel()
+	keeper.wait()
 	d.opsCancel()
 	d.opsWG.Wait()
+	<-bgDone
 	<-bgDone
 	<-bgDone
 	if cerr := d.vms.close(); cerr != nil {

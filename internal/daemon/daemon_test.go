@@ -61,7 +61,14 @@ type running struct {
 
 func startDaemon(t testing.TB, cfg config.Config) *running {
 	t.Helper()
-	d, err := Open(context.Background(), Options{Config: cfg})
+	return startDaemonWith(t, Options{Config: cfg})
+}
+
+// startDaemonWith is startDaemon with Open's other options.
+func startDaemonWith(t testing.TB, opts Options) *running {
+	t.Helper()
+	cfg := opts.Config
+	d, err := Open(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}

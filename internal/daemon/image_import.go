@@ -79,6 +79,7 @@ func (m *imageManager) importImage(ctx context.Context, call *rpc.Call, files ca
 		if err != nil {
 			return store.Image{}, err
 		}
+		crashPoint("import.built")
 		im.SizeBytes = size
 		return m.commit(ctx, im, out)
 	})

@@ -2,11 +2,15 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -29,6 +33,9 @@ const (
 type pullRequest struct {
 	Ref  string
 	Auth *rpc.RegistryAuth
+	// OnFetched, if set, hears of each layer this pull downloaded into
+	// the cache (not those it found there). Called from many goroutines.
+	OnFetched func(digest string)
 }
 
 // pulledImage is what pullAndFlatten learned about the image.
@@ -58,8 +65,24 @@ func (m *imageManager) pull(ctx context.Context, call *rpc.Call) (rpc.OpStarted,
 	if err != nil {
 		return rpc.OpStarted{}, err
 	}
-	req := pullRequest{Ref: p.Ref, Auth: p.Auth}
-	return m.runImageOp(ctx, rpc.MethodImagePull, im, func(ctx context.Context, report func(opstate.Progress)) (store.Image, error) {
+	var fetchedMu sync.Mutex
+	var fetched []string // guarded by fetchedMu
+	req := pullRequest{Ref: p.Ref, Auth: p.Auth, OnFetched: func(d string) {
+		fetchedMu.Lock()
+		fetched = append(fetched, d)
+		fetchedMu.Unlock()
+	}}
+	return m.runImageOp(ctx, rpc.MethodImagePull, im, func(ctx context.Context, report func(opstate.Progress)) (_ store.Image, err error) {
+		// A pull that filled the disk takes back the layers it added to
+		// the cache: kept, they would leave the disk full (and the retry
+		// failing the same way).
+		defer func() {
+			if errors.Is(err, syscall.ENOSPC) {
+				fetchedMu.Lock()
+				defer fetchedMu.Unlock()
+				m.layers.Drop(fetched)
+			}
+		}()
 		root := m.stagingDir(im.ID) + "/rootfs"
 		if err := os.Mkdir(root, 0o755); err != nil {
 			return store.Image{}, err
@@ -68,12 +91,14 @@ func (m *imageManager) pull(ctx context.Context, call *rpc.Call) (rpc.OpStarted,
 		if err != nil {
 			return store.Image{}, err
 		}
+		crashPoint("pull.flattened")
 		report(opstate.Progress{Phase: "finalize", Message: "building ext4"})
 		out := m.stagingDir(im.ID) + "/rootfs.ext4"
 		size, err := m.finalizePulledRootfs(ctx, root, pulled.Config, out)
 		if err != nil {
 			return store.Image{}, err
 		}
+		crashPoint("pull.built")
 		im.ManifestDigest = pulled.Digest
 		im.Config = storeConfig(pulled.Config)
 		im.SizeBytes = size
@@ -181,6 +206,9 @@ func (m *imageManager) pullAndFlattenRemote(ctx context.Context, req pullRequest
 				tracker.set(i, "cached", d.Size)
 			default:
 				tracker.set(i, "downloaded", d.Size)
+				if req.OnFetched != nil {
+					req.OnFetched(d.Digest.String())
+				}
 			}
 			results[i] <- err
 		}()
@@ -197,6 +225,9 @@ func (m *imageManager) pullAndFlattenRemote(ctx context.Context, req pullRequest
 		if err := <-results[i]; err != nil {
 			cancel()
 			return pulledImage{}, fmt.Errorf("%s: layer %d: %w", req.Ref, i+1, err)
+		}
+		if i == 0 {
+			crashPoint("pull.layers") // the first layer is in the cache
 		}
 		d := manifest.Layers[i]
 		tracker.phase("flatten")
@@ -216,19 +247,38 @@ func (m *imageManager) pullAndFlattenRemote(ctx context.Context, req pullRequest
 	return pulledImage{Digest: digest.String(), Config: cfg}, nil
 }
 
+// applyCachedLayer applies the cached blob of digest, checking as it reads
+// that the content still has that digest: the cache only ever renames a
+// verified download into place, so a mismatch means the file changed on
+// disk since. Such a blob is removed (the next pull downloads it again)
+// and the pull fails saying so, rather than build an image from it.
 func (m *imageManager) applyCachedLayer(fl *imagemgr.Flattener, digest, label string) error {
-	f, err := os.Open(m.layers.Path(digest))
+	path := m.layers.Path(digest)
+	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("open cached %s: %w", label, err)
 	}
 	defer f.Close()
-	r, err := imagemgr.OpenLayer(f)
-	if err != nil {
-		return fmt.Errorf("%s: %w", label, err)
+	h := sha256.New()
+	src := io.TeeReader(f, h)
+	applyErr := func() error {
+		r, err := imagemgr.OpenLayer(src)
+		if err != nil {
+			return fmt.Errorf("%s: %w", label, err)
+		}
+		defer r.Close()
+		_, err = fl.ApplyLayer(r, label)
+		return err
+	}()
+	if _, err := io.Copy(io.Discard, src); err != nil {
+		return fmt.Errorf("read cached %s: %w", label, err)
 	}
-	defer r.Close()
-	_, err = fl.ApplyLayer(r, label)
-	return err
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != digest {
+		rmErr := os.Remove(path)
+		m.logger.Error("a cached layer no longer matches its digest; removed it", "layer", digest, "content", got, "remove_err", rmErr)
+		return fmt.Errorf("cached layer %s is corrupt (its content has digest %s): removed it from the cache; pull again to download it: %w", digest, got, errdefs.ErrFailedPrecondition)
+	}
+	return applyErr
 }
 
 func shortDigest(d string) string {

@@ -9,6 +9,8 @@ package daemon
 import (
 	"archive/tar"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -644,5 +646,49 @@ func TestPullWithCredentials(t *testing.T) {
 	im, _ := e.pullOK(t, rpc.ImagePullParams{Ref: ref, Name: "private", Auth: &rpc.RegistryAuth{Username: "alice", Password: "s3cret"}})
 	if got := pullCat(t, im.Path, "/secret"); got != "s\n" {
 		t.Errorf("/secret holds %q", got)
+	}
+}
+
+// TestPullRefusesCorruptCachedLayer changes a cached layer's bytes on disk
+// (same size, so the cache's size check passes): the next pull that uses
+// it fails naming the layer and the corruption, removes the blob and
+// leaves nothing; the pull after downloads it again and succeeds.
+func TestPullRefusesCorruptCachedLayer(t *testing.T) {
+	e := pullSetup(t)
+	layer := ocitest.Layer(t, ocitest.Dir("usr", 0o755), ocitest.SizedFile("usr/payload", 0o644, 128<<10))
+	ocitest.Push(t, e.reg.Ref("cached:1"), ocitest.Image(t, ocitest.ImageConfig{}, layer))
+	digest := pullDigest(t, layer)
+	e.pullOK(t, rpc.ImagePullParams{Ref: e.reg.Ref("cached:1"), Name: "first"})
+
+	blob := filepath.Join(e.cfg.Root, "layers", "sha256", strings.TrimPrefix(digest, "sha256:"))
+	data, err := os.ReadFile(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	if err := os.Chmod(blob, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(blob, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	final := e.pullFails(t, rpc.ImagePullParams{Ref: e.reg.Ref("cached:1"), Name: "second"})
+	if !strings.Contains(final.Error, digest) || !strings.Contains(final.Error, "corrupt") {
+		t.Errorf("pull from a corrupt cached layer failed with %q, want the layer %s named as corrupt", final.Error, digest)
+	}
+	e.assertNoImage(t, "second")
+	pullAssertNoLayerBlob(t, e.cfg, digest)
+
+	e.pullOK(t, rpc.ImagePullParams{Ref: e.reg.Ref("cached:1"), Name: "second"})
+	if n := e.reg.BlobGets(digest); n != 2 {
+		t.Errorf("the layer was downloaded %d times, want twice (again after the corrupt copy went)", n)
+	}
+	got, err := os.ReadFile(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(got); "sha256:"+hex.EncodeToString(sum[:]) != digest {
+		t.Errorf("the re-downloaded blob does not have digest %s", digest)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"syscall"
 
 	"banger/internal/config"
 	"banger/internal/daemon/imagemgr"
@@ -146,6 +147,7 @@ func (m *imageManager) commit(ctx context.Context, im store.Image, builtExt4 str
 	if err := os.Rename(builtExt4, m.layout.ImageRootfs(im.ID)); err != nil {
 		return store.Image{}, fmt.Errorf("move rootfs into place: %w", err)
 	}
+	crashPoint("image.moved") // the rootfs is in images/ID, the row still pending
 	im.State = store.ImageReady
 	m.imageOpsMu.Lock()
 	defer m.imageOpsMu.Unlock()
@@ -160,8 +162,12 @@ func (m *imageManager) runImageOp(ctx context.Context, kind string, im store.Ima
 			m.discard(context.Background(), im.ID)
 			return nil, fmt.Errorf("create staging: %w", err)
 		}
+		crashPoint("image.staged") // a pending row, its op running, empty staging
 		done, err := make(ctx, report)
 		os.RemoveAll(m.stagingDir(im.ID))
+		if errors.Is(err, syscall.ENOSPC) {
+			err = fmt.Errorf("the filesystem of the state root %s is full; free space there and retry: %w", m.layout.Root, err)
+		}
 		if err != nil {
 			if derr := m.discard(context.Background(), im.ID); derr != nil {
 				m.logger.Error("clean up failed image", "image", im.Name, "err", derr)

@@ -206,3 +206,17 @@ func (c *layerCache) download(ctx context.Context, digest string, size int64, op
 	}
 	return nil
 }
+
+// Drop removes the cached blobs of digests (those not there are skipped).
+// A pull that has one open reads on; one about to open it fails and can
+// be retried, which downloads it again.
+func (c *layerCache) Drop(digests []string) {
+	for _, d := range digests {
+		if validDigest(d) != nil {
+			continue
+		}
+		c.mu.Lock()
+		os.Remove(c.Path(d))
+		c.mu.Unlock()
+	}
+}

@@ -53,6 +53,7 @@ func (m *vmManager) promote(ctx context.Context, call *rpc.Call) (rpc.OpStarted,
 			if _, err := vmdisk.Clone(ctx, m.layout.VMDisk(vm.ID), out); err != nil {
 				return fmt.Errorf("copy the disk of vm %q: %w", vm.Name, err)
 			}
+			crashPoint("promote.copied")
 			im.SizeBytes = vm.DiskBytes
 			var err error
 			done, err = m.images.commit(ctx, im, out)

@@ -64,6 +64,7 @@ func (m *vmManager) startGuest(ctx context.Context, vm store.VM, k store.Kernel,
 	if err != nil {
 		return fmt.Errorf("start %s: %w", m.vmm, err)
 	}
+	crashPoint("boot.spawned") // the VMM runs, no handles.json names it yet
 	h.proc, h.PID = proc, proc.PID()
 	h.PIDStart, h.VMMExe = vmmIdentity(h.PID)
 	if err := writeHandles(m.layout.VMHandles(vm.ID), h); err != nil {

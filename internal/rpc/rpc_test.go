@@ -534,3 +534,60 @@ func TestClientReportsOversizeRefusal(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseListenerRetiresOneListener: a listener closed with
+// CloseListener ends its Serve with nil; the server's other listener
+// serves on, and a connection the closed one accepted goes on too.
+func TestCloseListenerRetiresOneListener(t *testing.T) {
+	ts := startServer(t, echo)
+	old := dial(t, ts.path)
+	path2 := filepath.Join(filepath.Dir(ts.path), "s2.sock")
+	l2, err := net.Listen("unix", path2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done2 := make(chan error, 1)
+	go func() { done2 <- ts.srv.Serve(l2) }()
+
+	// Retire the first listener: its Serve returns nil, not an error.
+	var first net.Listener
+	waitFor(t, func() bool {
+		ts.srv.mu.Lock()
+		defer ts.srv.mu.Unlock()
+		for l := range ts.srv.listeners {
+			if l != l2 {
+				first = l
+			}
+		}
+		return len(ts.srv.listeners) == 2
+	})
+	if err := ts.srv.CloseListener(first); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ts.done:
+		if err != nil {
+			t.Fatalf("Serve of the retired listener returned %v, want nil", err)
+		}
+		ts.done <- ErrServerClosed // what the cleanup expects
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve of the retired listener did not return")
+	}
+	type msg struct {
+		Msg string `json:"msg"`
+	}
+	var out msg
+	if err := old.Call(context.Background(), "echo", msg{"before"}, &out); err != nil || out.Msg != "before" {
+		t.Errorf("call on a connection the retired listener accepted = %q, %v", out.Msg, err)
+	}
+	c2 := dial(t, path2)
+	if err := c2.Call(context.Background(), "echo", msg{"after"}, &out); err != nil || out.Msg != "after" {
+		t.Errorf("call through the other listener = %q, %v", out.Msg, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ts.srv.Shutdown(ctx)
+	if err := <-done2; !errors.Is(err, ErrServerClosed) {
+		t.Errorf("Serve of the other listener returned %v after Shutdown", err)
+	}
+}

@@ -97,6 +97,9 @@ func (s *Server) Serve(l net.Listener) error {
 			if s.isClosing() {
 				return ErrServerClosed
 			}
+			if s.retired(l) {
+				return nil
+			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
@@ -109,6 +112,25 @@ func (s *Server) Serve(l net.Listener) error {
 		backoff = 0
 		s.startConn(nc)
 	}
+}
+
+// CloseListener stops accepting on l alone: its Serve returns nil.
+// Connections it accepted go on. (The daemon retires a listener whose
+// socket file was deleted once it listens on a new one.)
+func (s *Server) CloseListener(l net.Listener) error {
+	s.mu.Lock()
+	delete(s.listeners, l)
+	s.mu.Unlock()
+	return l.Close()
+}
+
+// retired reports whether l was given to Serve and since removed by
+// CloseListener.
+func (s *Server) retired(l net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.listeners[l]
+	return !ok
 }
 
 func (s *Server) isClosing() bool {

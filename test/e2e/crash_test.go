@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math/rand"
@@ -17,27 +19,42 @@ import (
 	"banger/internal/store"
 	"banger/internal/testing/fakevmm"
 	"banger/internal/testing/guestkernel"
+	"banger/internal/testing/ocitest"
 )
 
 // crashPoints are the named points of internal/daemon/crashpoint.go, by
 // the op that reaches them.
 var crashPoints = map[string][]string{
-	"create": {"create.recorded", "create.disk", "boot.tap", "boot.vmm", "boot.ready"},
-	"start":  {"boot.tap", "boot.vmm", "boot.ready"},
+	"create": {"create.recorded", "create.disk", "boot.tap", "boot.spawned", "boot.vmm", "boot.ready"},
+	"start":  {"boot.tap", "boot.spawned", "boot.vmm", "boot.ready"},
 	"stop":   {"stop.recorded", "stop.released"},
 	"rm":     {"rm.recorded", "rm.stopped", "rm.files"},
+	// Image ops: the pending row and staging made, then each step
+	// before the row says ready.
+	"pull":    {"image.staged", "pull.layers", "pull.flattened", "pull.built", "image.moved"},
+	"import":  {"image.staged", "import.built", "image.moved"},
+	"promote": {"image.staged", "promote.copied", "image.moved"},
 }
 
 // startDaemon (re)starts the daemon with extra environment, and waits for
 // it to answer.
 func (e *env) startDaemon(extraEnv ...string) {
 	e.t.Helper()
-	e.daemon = exec.Command(e.bin, append([]string{"daemon"}, e.args...)...)
+	e.startDaemonFrom(e.bin, extraEnv...)
+}
+
+// startDaemonFrom is startDaemon running the daemon binary at bin.
+func (e *env) startDaemonFrom(bin string, extraEnv ...string) {
+	e.t.Helper()
+	e.daemon = exec.Command(bin, append([]string{"daemon"}, e.args...)...)
 	e.daemon.Stderr = e.log
 	e.daemon.Env = append(os.Environ(), extraEnv...)
 	if err := e.daemon.Start(); err != nil {
 		e.t.Fatal(err)
 	}
+	exited, cmd := make(chan struct{}), e.daemon
+	e.exited = exited
+	go func() { cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if _, _, code := e.run("ls"); code == 0 {
@@ -53,7 +70,7 @@ func (e *env) startDaemon(extraEnv ...string) {
 // killDaemon SIGKILLs the daemon (if it has not died already) and reaps it.
 func (e *env) killDaemon() {
 	e.daemon.Process.Signal(syscall.SIGKILL)
-	e.daemon.Wait()
+	e.waitDaemon()
 }
 
 type vmRow struct {
@@ -71,8 +88,10 @@ func (e *env) listVMs() []vmRow {
 }
 
 // The soak test: SIGKILL the daemon at each named phase of create, start,
-// stop and rm, or from outside after a random delay, restart it, and check
-// that the store agrees with the host, running VMs were adopted, and
+// stop and rm, of an image pull (from a registry on loopback), import and
+// promote, or from outside after a random delay, restart it, and check
+// that the store agrees with the host, running VMs were adopted, no image
+// was left half made (and an interrupted one can be made again), and
 // nothing leaked. The VMM is the fake QEMU (internal/testing/fakevmm): a
 // real process on the daemon's real QEMU path that boots in milliseconds
 // and outlives the daemon, as QEMU does.
@@ -81,8 +100,15 @@ func TestCrashSoak(t *testing.T) {
 	fake := fakevmm.Build(t)
 	e := newEnv(t, fmt.Sprintf("vmm = \"qemu\"\nqemu_binary = %q\nreconcile_interval = \"500ms\"\n", fake))
 	e.setupCrashImage()
+	reg := ocitest.StartRegistry(t)
+	pullRef := reg.Ref("soak:1")
+	ocitest.Push(t, pullRef, ocitest.Image(t, ocitest.ImageConfig{Cmd: []string{"/bin/true"}},
+		ocitest.Layer(t, ocitest.Dir("etc", 0o755), ocitest.File("etc/passwd", 0o644, "root:x:0:0:root:/root:/bin/sh\n")),
+		ocitest.Layer(t, ocitest.Dir("usr", 0o755), ocitest.SizedFile("usr/one.bin", 0o644, 256<<10)),
+		ocitest.Layer(t, ocitest.Dir("usr", 0o755), ocitest.SizedFile("usr/two.bin", 0o644, 512<<10)),
+	))
 
-	trials := 50
+	trials := 80
 	if s := os.Getenv("BANGER_SOAK_TRIALS"); s != "" {
 		trials, _ = strconv.Atoi(s)
 	}
@@ -92,7 +118,7 @@ func TestCrashSoak(t *testing.T) {
 	}
 	t.Logf("seed %d (BANGER_SOAK_SEED reuses it; timing still differs)", seed)
 	rng := rand.New(rand.NewSource(seed))
-	ops := []string{"create", "start", "stop", "rm"}
+	ops := []string{"create", "start", "stop", "rm", "pull", "import", "promote"}
 	outcomes := map[string]int{}
 	for i := 0; i < trials; i++ {
 		op := ops[rng.Intn(len(ops))]
@@ -110,11 +136,18 @@ func TestCrashSoak(t *testing.T) {
 			e.startDaemon()
 		}
 		var args []string
+		imageName := fmt.Sprintf("i%d", i)
 		switch op {
 		case "create":
 			args = []string{"create", "--image", "crash", "--name", target}
 		case "rm":
 			args = []string{"rm", "--force", target}
+		case "pull":
+			args = []string{"image", "pull", pullRef, "--name", imageName}
+		case "import":
+			args = []string{"image", "import", filepath.Join(e.dir, "crash-tree"), "--name", imageName}
+		case "promote":
+			args = []string{"image", "promote", target, imageName}
 		default:
 			args = []string{op, target}
 		}
@@ -122,21 +155,45 @@ func TestCrashSoak(t *testing.T) {
 		if err := cli.Start(); err != nil {
 			t.Fatal(err)
 		}
-		if point == "" {
-			time.Sleep(time.Duration(rng.Intn(400)) * time.Millisecond)
-		}
 		cliDone := make(chan error, 1)
 		go func() { cliDone <- cli.Wait() }()
+		// The CLI ends, or the daemon kills itself at the point; without
+		// one, the daemon is killed after a random delay. Then it is
+		// restarted, as a service manager would, and the CLI (which
+		// waits for the daemon to come back when it dies under an op it
+		// follows) ends.
+		var delay <-chan time.Time
+		if point == "" {
+			delay = time.After(time.Duration(rng.Intn(400)) * time.Millisecond)
+		}
+		cliEnded := false
 		select {
 		case <-cliDone:
+			cliEnded = true
+		case <-e.exited:
+		case <-delay:
 		case <-time.After(30 * time.Second):
-			cli.Process.Kill()
-			<-cliDone
-			t.Fatalf("trial %d: %s %s did not end", i, op, target)
 		}
 		e.killDaemon()
 		e.startDaemon()
-		outcome := e.checkConsistent(fmt.Sprintf("trial %d (%s %s, crash at %q)", i, op, target, point), target)
+		if !cliEnded {
+			select {
+			case <-cliDone:
+			case <-time.After(90 * time.Second):
+				cli.Process.Kill()
+				<-cliDone
+				t.Fatalf("trial %d: %s %s did not end after the daemon came back", i, op, target)
+			}
+		}
+		trial := fmt.Sprintf("trial %d (%s %s, crash at %q)", i, op, target, point)
+		if point != "" && cli.ProcessState.ExitCode() == 0 {
+			t.Errorf("%s: the CLI exited 0 though the daemon was killed under it", trial)
+		}
+		outcome := e.checkConsistent(trial, target)
+		e.checkImages(trial)
+		if op == "pull" || op == "import" || op == "promote" {
+			outcome = e.checkImageOp(trial, imageName, point != "", args)
+		}
 		outcomes[op+"→"+outcome]++
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", tail(e.log.String(), 40))
@@ -163,8 +220,8 @@ func (e *env) setupCrashImage() {
 func (e *env) prepareFor(op string, i int) string {
 	e.t.Helper()
 	vms := e.listVMs()
-	want := map[string]string{"start": "stopped", "stop": "running", "rm": "running"}[op]
-	if op == "create" {
+	want := map[string]string{"start": "stopped", "stop": "running", "rm": "running", "promote": "stopped"}[op]
+	if op == "create" || op == "pull" || op == "import" {
 		return fmt.Sprintf("c%d", i)
 	}
 	for _, vm := range vms {
@@ -291,4 +348,119 @@ func (e *env) checkConsistent(trial, target string) string {
 		}
 	}
 	return "gone"
+}
+
+type imageRow struct {
+	ID, Name, State string
+	Reason          string `json:"state_reason"`
+}
+
+func (e *env) listImages() []imageRow {
+	e.t.Helper()
+	var ims []imageRow
+	if err := json.Unmarshal([]byte(e.ok("image", "ls", "-o", "json")), &ims); err != nil {
+		e.t.Fatal(err)
+	}
+	return ims
+}
+
+// checkImages asserts that after a restart no image is left half made:
+// every image is ready, images/ holds exactly their directories, staging
+// is empty, and the layer cache holds only complete blobs, each with the
+// digest it is named by (a partial download never took a digest's name).
+func (e *env) checkImages(trial string) {
+	e.t.Helper()
+	root := filepath.Join(e.dir, "root")
+	ids := map[string]bool{}
+	for _, im := range e.listImages() {
+		ids[im.ID] = true
+		if im.State != "ready" {
+			e.t.Errorf("%s: image %s left %s (%s) after the restart", trial, im.Name, im.State, im.Reason)
+		}
+	}
+	dirs, _ := os.ReadDir(filepath.Join(root, "images"))
+	for _, d := range dirs {
+		if !ids[d.Name()] {
+			e.t.Errorf("%s: directory images/%s has no image", trial, d.Name())
+		}
+	}
+	if left, _ := os.ReadDir(filepath.Join(root, "staging")); len(left) != 0 {
+		e.t.Errorf("%s: staging holds %d entries after the restart (%s…)", trial, len(left), left[0].Name())
+	}
+	filepath.WalkDir(filepath.Join(root, "layers"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(filepath.Join(root, "layers"), p)
+		alg, hexName, _ := strings.Cut(rel, "/")
+		data, err := os.ReadFile(p)
+		if err != nil {
+			e.t.Errorf("%s: read cached layer %s: %v", trial, rel, err)
+			return nil
+		}
+		if sum := sha256.Sum256(data); alg != "sha256" || hex.EncodeToString(sum[:]) != hexName {
+			e.t.Errorf("%s: the layer cache holds %s, whose content has sha256 %x", trial, rel, sum)
+		}
+		return nil
+	})
+}
+
+// checkImageOp settles an image op's trial: the image it was making is
+// ready, or it is gone and its op (found in the store; op.list shows only
+// this run's ops) says interrupted through `op show`, and running the same
+// command again makes it. A crash point armed means the op must have been
+// cut short. The image is removed after, so trials do not pile them up.
+// It returns how the trial ended, for the tally.
+func (e *env) checkImageOp(trial, name string, armed bool, args []string) string {
+	e.t.Helper()
+	s, err := store.Open(context.Background(), filepath.Join(e.dir, "root", "banger.db"))
+	if err != nil {
+		e.t.Fatalf("%s: open the store: %v", trial, err)
+	}
+	ops, err := s.ListOperations(context.Background())
+	s.Close()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	opID := ""
+	for _, op := range ops {
+		if op.Target == name && strings.HasPrefix(op.Kind, "image.") {
+			opID = op.ID
+		}
+	}
+	var shown imageRow
+	out, _, code := e.run("image", "show", name, "-o", "json")
+	if code == 0 {
+		if err := json.Unmarshal([]byte(out), &shown); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	made := code == 0 && shown.State == "ready"
+	outcome := "ready"
+	switch {
+	case made && armed:
+		e.t.Errorf("%s: the crash point was armed but image %s was made", trial, name)
+	case !made && opID == "" && armed:
+		e.t.Errorf("%s: the crash point was armed but image %s has no operation", trial, name)
+	case !made && opID != "":
+		var op struct{ State, Error string }
+		if err := json.Unmarshal([]byte(e.ok("op", "show", opID, "-o", "json")), &op); err != nil {
+			e.t.Fatal(err)
+		}
+		if op.State != "interrupted" || !strings.Contains(op.Error, "daemon stopped") {
+			e.t.Errorf("%s: op show %s = %s (%q), want interrupted by the daemon stop", trial, opID, op.State, op.Error)
+		}
+		outcome = "interrupted"
+	case !made:
+		outcome = "not started"
+	}
+	if !made {
+		e.ok(args...)
+		e.checkImages(trial + ", retried")
+		if err := json.Unmarshal([]byte(e.ok("image", "show", name, "-o", "json")), &shown); err != nil || shown.State != "ready" {
+			e.t.Errorf("%s: the retry left image %s as %+v (%v)", trial, name, shown, err)
+		}
+	}
+	e.ok("image", "rm", name)
+	return outcome
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -103,7 +104,17 @@ type env struct {
 	netns  string
 	args   []string
 	daemon *exec.Cmd
+	exited chan struct{} // closed when daemon is reaped; nil: Wait directly
 	log    *syncBuffer
+}
+
+// waitDaemon waits for the daemon process to exit and reaps it.
+func (e *env) waitDaemon() {
+	if e.exited != nil {
+		<-e.exited
+		return
+	}
+	e.daemon.Wait()
 }
 
 func newEnv(t *testing.T, extraConfig string) *env {
@@ -185,7 +196,7 @@ func (e *env) cleanup() {
 	if e.daemon != nil && e.daemon.Process != nil {
 		e.daemon.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
-		go func() { e.daemon.Wait(); close(done) }()
+		go func() { e.waitDaemon(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(20 * time.Second):
@@ -195,6 +206,19 @@ func (e *env) cleanup() {
 	}
 	for _, pid := range e.vmmPIDs() {
 		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	// And any VMM no handles.json names (a daemon that died before it
+	// recorded one, and did not clean up): its command line names a VM
+	// directory under this env's root.
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		data, err := os.ReadFile(p)
+		if err != nil || !strings.Contains(string(data), filepath.Join(e.dir, "root", "vms")+"/") || !strings.Contains(string(data), "guest=banger-") {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
 	}
 	exec.Command("ip", "netns", "delete", e.netns).Run()
 	os.RemoveAll(e.dir)
