@@ -126,7 +126,9 @@ func (m *vmManager) ledger(ctx context.Context) ([]ledgerEntry, error) {
 	}
 	for _, p := range procs {
 		e := ledgerEntry{HostObject: rpc.HostObject{Kind: "vmm", Name: strconv.Itoa(p.pid), Owner: "vm:" + p.id}}
-		isOwner, ok, why := owned(p.id, func(h *vmHandles) bool { return h.PID == p.pid })
+		// A VMM may run helpers of its own (the test-only Firecracker shim
+		// runs QEMU): a descendant of the recorded VMM is the VM's too.
+		isOwner, ok, why := owned(p.id, func(h *vmHandles) bool { return h.PID > 0 && descendsFrom(p.pid, h.PID) })
 		if !ok {
 			continue
 		}
@@ -302,6 +304,29 @@ func (m *vmManager) scanVMMs() ([]vmmProc, error) {
 		out = append(out, vmmProc{pid: pid, id: id, start: start})
 	}
 	return out, nil
+}
+
+// descendsFrom reports whether pid is ancestor or one of its descendants
+// (following parent PIDs in /proc, a few generations up).
+func descendsFrom(pid, ancestor int) bool {
+	for i := 0; i < 8 && pid > 1; i++ {
+		if pid == ancestor {
+			return true
+		}
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return false
+		}
+		j := strings.LastIndexByte(string(data), ')')
+		f := strings.Fields(string(data[j+1:]))
+		if j < 0 || len(f) < 2 {
+			return false
+		}
+		if pid, err = strconv.Atoi(f[1]); err != nil {
+			return false
+		}
+	}
+	return false
 }
 
 // vmIDFromArgv finds the VM a VMM command line names: a guest=banger-ID

@@ -171,3 +171,20 @@ func keys(m map[string]rpc.HostObject) []string {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// A process's descendants are its own (the ledger must not take a VMM's
+// helper, such as the Firecracker shim's QEMU, for an orphan).
+func TestDescendsFrom(t *testing.T) {
+	cmd := exec.Command("sleep", "10")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	child := cmd.Process.Pid
+	if !descendsFrom(child, os.Getpid()) || !descendsFrom(child, child) {
+		t.Errorf("child %d does not descend from the test (%d) or itself", child, os.Getpid())
+	}
+	if descendsFrom(os.Getpid(), child) {
+		t.Errorf("the test descends from its child")
+	}
+}

@@ -433,8 +433,10 @@ func forEachBackend(t *testing.T, f func(t *testing.T, b backend)) {
 	requireTier3(t)
 	_, shim := binaries(t)
 	for _, b := range []backend{
-		{"qemu", "qemu", "vmm = \"qemu\"\n"},
-		{"firecracker-shim", "firecracker", fmt.Sprintf("vmm = \"firecracker\"\nfirecracker_binary = %q\n", shim)},
+		// The reconciler runs often, so that a pass that took a VM's own
+		// process for an orphan would show here.
+		{"qemu", "qemu", "vmm = \"qemu\"\nreconcile_interval = \"300ms\"\n"},
+		{"firecracker-shim", "firecracker", fmt.Sprintf("vmm = \"firecracker\"\nfirecracker_binary = %q\nreconcile_interval = \"300ms\"\n", shim)},
 	} {
 		t.Run(b.name, func(t *testing.T) { f(t, b) })
 	}
