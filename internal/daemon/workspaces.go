@@ -51,6 +51,10 @@ type workspaceManager struct {
 	// workspaceExport applies the guest's tree and bundle to the caller's
 	// repository as the caller (callerFiles.exportAsCaller).
 	workspaceExport func(ctx context.Context, peer rpc.PeerCred, req wsExportRequest, tree io.Reader, bundle *os.File) (*workspace.ExportResult, error)
+	// guestTreeArgv is the guest command whose stdout is the workspace's
+	// tree on export (the guest init's tar built-in); tests put a hostile
+	// guest's stream there.
+	guestTreeArgv func(dest string) []string
 }
 
 func newWorkspaceManager(d *Daemon) *workspaceManager {
@@ -64,6 +68,7 @@ func newWorkspaceManager(d *Daemon) *workspaceManager {
 		workspaceInspectRepo: d.files.packAsCaller,
 		workspaceImport:      guestUntar,
 		workspaceExport:      d.files.exportAsCaller,
+		guestTreeArgv:        workspace.GuestTreeArgv,
 	}
 }
 

@@ -273,3 +273,63 @@ func TestWorkspaceImportDoesNotBlockStopOrRemove(t *testing.T) {
 		})
 	}
 }
+
+// A guest that returns a malicious stream on export (its init subverted:
+// the stream here comes from a file instead of the tar built-in) is
+// refused with a clear error, and nothing is written on the host: no
+// branch, no file outside the target, HEAD and work tree as they were.
+func TestWorkspaceExportRefusesHostileGuest(t *testing.T) {
+	e := vmtSetup(t, nil)
+	e.d.workspaces.workspaceInspectRepo = inProcessPack
+	e.d.workspaces.workspaceExport = inProcessExport
+	repo := wsRepo(t)
+	vm := e.mustCreate(t, "wsbad")
+	dest := filepath.Join(t.TempDir(), "guest", "workspace")
+	if _, err := e.prepare(rpc.WorkspacePrepareParams{VM: vm.Name, Path: repo, Dest: dest}); err != nil {
+		t.Fatal(err)
+	}
+	outside := filepath.Join(t.TempDir(), "pwned")
+	streams := map[string][]*tar.Header{
+		"parent escape":      {{Name: "../../pwned", Typeflag: tar.TypeReg, Mode: 0o644, Size: 4}},
+		"absolute path":      {{Name: outside, Typeflag: tar.TypeReg, Mode: 0o644, Size: 4}},
+		"device node":        {{Name: "dev", Typeflag: tar.TypeChar, Mode: 0o600, Devmajor: 1, Devminor: 1}},
+		"write through link": {{Name: "out", Typeflag: tar.TypeSymlink, Linkname: filepath.Dir(outside)}, {Name: "out/pwned", Typeflag: tar.TypeReg, Mode: 0o644, Size: 4}},
+	}
+	head := wsGit(t, repo, "rev-parse", "HEAD")
+	status := wsGit(t, repo, "status", "--porcelain")
+	refs := wsGit(t, repo, "for-each-ref")
+	for name, hdrs := range streams {
+		t.Run(name, func(t *testing.T) {
+			var buf bytes.Buffer
+			tw := tar.NewWriter(&buf)
+			for _, h := range hdrs {
+				if err := tw.WriteHeader(h); err != nil {
+					t.Fatal(err)
+				}
+				if h.Size > 0 {
+					tw.Write([]byte("evil"))
+				}
+			}
+			tw.Close()
+			stream := filepath.Join(t.TempDir(), "hostile.tar")
+			if err := os.WriteFile(stream, buf.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			// The fake guest runs commands on this host: cat stands in for
+			// a subverted init's tar.
+			e.d.workspaces.guestTreeArgv = func(string) []string { return []string{"/bin/cat", stream} }
+			var xr rpc.WorkspaceExportResult
+			err := e.c.Call(e.ctx(), rpc.MethodWorkspaceExport, rpc.WorkspaceExportParams{VM: vm.Name}, &xr)
+			if err == nil || !strings.Contains(err.Error(), "refused the guest's archive: entry") {
+				t.Fatalf("export of a %s stream = %+v, %v; want a refusal naming the entry", name, xr, err)
+			}
+			if _, err := os.Lstat(outside); !os.IsNotExist(err) {
+				t.Errorf("%s was written (%v)", outside, err)
+			}
+			if wsGit(t, repo, "rev-parse", "HEAD") != head || wsGit(t, repo, "status", "--porcelain") != status || wsGit(t, repo, "for-each-ref") != refs {
+				t.Error("the refused export changed the host repo's HEAD, work tree or refs")
+			}
+		})
+	}
+	e.d.workspaces.guestTreeArgv = workspace.GuestTreeArgv
+}

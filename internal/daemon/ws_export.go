@@ -83,7 +83,7 @@ func (w *workspaceManager) exportAs(ctx context.Context, peer rpc.PeerCred, p rp
 	pr, pw := io.Pipe()
 	var gerr limitedWriter
 	s, err := guest.Start(client, guest.Command{
-		Command: guestinit.EncodeArgv(workspace.GuestTreeArgv(rec.GuestDest)),
+		Command: guestinit.EncodeArgv(w.guestTreeArgv(rec.GuestDest)),
 		Stdout:  pw,
 		Stderr:  &gerr,
 	})
