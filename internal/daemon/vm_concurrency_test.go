@@ -3,7 +3,7 @@ package daemon
 // Concurrency of VM lifecycle ops (issue 5, item 6; run with -race): ops
 // on one VM serialise on vmLocks[id], ops on distinct VMs overlap, and a
 // mixed load on shared and distinct VMs ends with the store and the host
-// in agreement. The VMM is the fake of vmtest_helpers_test.go.
+// in agreement. The VMM is the fake of vmtest_vmm_test.go.
 
 import (
 	"context"

@@ -3,7 +3,7 @@ package daemon
 // Failure injection at each phase of vm.create, vm.start, vm.stop,
 // vm.restart and vm.rm, and the exit watcher: after each, nothing the op
 // took is left behind (issue 5, item 5). The VMM is the fake of
-// vmtest_helpers_test.go; everything else is the daemon's real code.
+// vmtest_vmm_test.go (the env: vmtest_env_test.go); everything else is the daemon's real code.
 
 import (
 	"context"

@@ -1,7 +1,7 @@
 package daemon
 
 // workspace.prepare and workspace.export through the real daemon with the
-// fake VMM (vmtest_helpers_test.go): the fake guest runs the real guest
+// fake VMM (vmtest_vmm_test.go): the fake guest runs the real guest
 // init SSH server in this process, so the untar and tar built-ins run for
 // real, into a directory of the test's. The as-caller helpers are run in
 // process (the test binary is not banger): the seams
