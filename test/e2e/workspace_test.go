@@ -227,4 +227,10 @@ echo uncommitted >> README; echo more > extra.txt; ln -s ../README sub/link; rm 
 	if _, errs, code := e.run("workspace", "export", "ws"); code == 0 || !strings.Contains(errs, "not a git checkout") {
 		t.Errorf("export of a plain directory: exit %d, %s", code, errs)
 	}
+
+	// banger run outside a checkout copies nothing, says so, and runs.
+	out, errs, code = e.runIn(plain, "run", "--rm", "--image", "gitimg", "--", "sh", "-c", "test -e /workspace/f && echo copied || echo none")
+	if code != 0 || out != "none\n" || !strings.Contains(errs, "is not in a git checkout: no workspace copied") {
+		t.Errorf("run outside a checkout: exit %d, stdout %q\n%s", code, out, errs)
+	}
 }
