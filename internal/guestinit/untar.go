@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"io/fs"
 	"os"
@@ -68,6 +69,38 @@ type extractor struct {
 	uid, gid int
 	chown    bool
 	dirs     []*tar.Header // modes and times applied last, deepest first
+	// made holds directories known to exist (made or checked by this
+	// extraction), so that a checkout's thousands of files do not each
+	// walk their parents again; an entry removed is dropped from it.
+	made map[string]bool
+}
+
+// mkdirAll makes dir and its parents through the root unless this
+// extraction already knows it exists.
+func (x *extractor) mkdirAll(dir string) error {
+	if x.made[dir] {
+		return nil
+	}
+	if err := x.root.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if x.made == nil {
+		x.made = map[string]bool{}
+	}
+	for d := dir; d != "." && d != "/"; d = path.Dir(d) {
+		x.made[d] = true
+	}
+	return nil
+}
+
+// forget drops name and what is below it from the known directories.
+func (x *extractor) forget(name string) {
+	delete(x.made, name)
+	for d := range x.made {
+		if strings.HasPrefix(d, name+"/") {
+			delete(x.made, d)
+		}
+	}
 }
 
 func (x *extractor) entry(hdr *tar.Header, body io.Reader) error {
@@ -86,7 +119,7 @@ func (x *extractor) entry(hdr *tar.Header, body io.Reader) error {
 		return nil
 	}
 	if dir := path.Dir(name); dir != "." {
-		if err := x.root.MkdirAll(dir, 0o755); err != nil {
+		if err := x.mkdirAll(dir); err != nil {
 			return err
 		}
 	}
@@ -106,21 +139,27 @@ func (x *extractor) entry(hdr *tar.Header, body io.Reader) error {
 		x.dirs = append(x.dirs, withName(hdr, name))
 		return x.own(name)
 	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
-		if err := x.unlink(name); err != nil {
-			return err
-		}
+		// Create first and clear the way only if something is there: a
+		// fresh import then costs one path walk per file, and owner, mode
+		// and time are set on the open file.
 		f, err := x.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			if err := x.unlink(name); err != nil {
+				return err
+			}
+			f, err = x.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		}
 		if err != nil {
 			return err
 		}
 		_, err = io.Copy(f, body)
+		if err == nil {
+			err = x.finishOpenFile(f, hdr)
+		}
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
-		if err != nil {
-			return err
-		}
-		return x.finishFile(name, hdr)
+		return err
 	case tar.TypeSymlink:
 		if err := x.unlink(name); err != nil {
 			return err
@@ -170,6 +209,7 @@ func (x *extractor) unlink(name string) error {
 	if fi.IsDir() {
 		return errors.New("a directory is in the way")
 	}
+	x.forget(name)
 	return x.root.Remove(name)
 }
 
@@ -179,6 +219,21 @@ func (x *extractor) own(name string) error {
 		return nil
 	}
 	return x.root.Lchown(name, x.uid, x.gid)
+}
+
+// finishOpenFile sets an open regular file's owner, then mode (chown
+// clears setuid), then time, through its descriptor.
+func (x *extractor) finishOpenFile(f *os.File, hdr *tar.Header) error {
+	if x.chown {
+		if err := f.Chown(x.uid, x.gid); err != nil {
+			return err
+		}
+	}
+	if err := f.Chmod(tarMode(hdr)); err != nil {
+		return err
+	}
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(hdr.ModTime.UnixNano())}
+	return unix.UtimesNanoAt(int(f.Fd()), "", ts, unix.AT_EMPTY_PATH)
 }
 
 // finishFile sets a regular file's owner, then mode (chown clears setuid),
@@ -254,6 +309,7 @@ func (x *extractor) deletions(body io.Reader, size int64) error {
 		if err != nil || name == "." {
 			return fmt.Errorf("deleting %q: refused", p)
 		}
+		x.forget(name)
 		if err := x.root.RemoveAll(name); err != nil {
 			return fmt.Errorf("deleting %q: %w", p, err)
 		}
@@ -261,6 +317,7 @@ func (x *extractor) deletions(body io.Reader, size int64) error {
 			if fi, err := x.root.Lstat(d); err != nil || !fi.IsDir() || x.root.Remove(d) != nil {
 				break // not empty, or not there: keep it and its parents
 			}
+			x.forget(d)
 		}
 	}
 	return nil

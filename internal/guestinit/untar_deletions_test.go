@@ -88,3 +88,32 @@ func TestExtractTarDeletionsHostile(t *testing.T) {
 		})
 	}
 }
+
+// The extractor remembers the directories it made; one deleted, or a
+// file replaced, in the same stream is made again rather than assumed.
+func TestExtractTarRemadeAfterDeletion(t *testing.T) {
+	dest := t.TempDir()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	file := func(name, body string) {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(body))})
+		tw.Write([]byte(body))
+	}
+	file("d/e/x", "one")
+	body := "d"
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: ".banger-deletions", Mode: 0o600, Size: int64(len(body)),
+		Format: tar.FormatPAX, PAXRecords: map[string]string{DeletionsRecord: "1"}})
+	tw.Write([]byte(body))
+	file("d/e/y", "two")
+	file("d/e/y", "three") // a name again: the first is replaced
+	tw.Close()
+	if err := extractTar(&buf, dest, os.Getuid(), os.Getgid()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dest, "d/e/x")); !os.IsNotExist(err) {
+		t.Errorf("d/e/x survived its directory's deletion: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dest, "d/e/y")); err != nil || string(b) != "three" {
+		t.Errorf("d/e/y = %q, %v; want the last one written", b, err)
+	}
+}
