@@ -224,7 +224,8 @@ func (x *extractor) own(name string) error {
 // finishOpenFile sets an open regular file's owner, then mode (chown
 // clears setuid), then time, through its descriptor.
 func (x *extractor) finishOpenFile(f *os.File, hdr *tar.Header) error {
-	if x.chown {
+	// A file root creates is root's already.
+	if x.chown && (x.uid != 0 || x.gid != 0) {
 		if err := f.Chown(x.uid, x.gid); err != nil {
 			return err
 		}
@@ -232,8 +233,18 @@ func (x *extractor) finishOpenFile(f *os.File, hdr *tar.Header) error {
 	if err := f.Chmod(tarMode(hdr)); err != nil {
 		return err
 	}
+	// Through SyscallConn, not Fd, which would switch the file to
+	// blocking mode: two more system calls a file.
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
 	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(hdr.ModTime.UnixNano())}
-	return unix.UtimesNanoAt(int(f.Fd()), "", ts, unix.AT_EMPTY_PATH)
+	var uerr error
+	if err := rc.Control(func(fd uintptr) { uerr = unix.UtimesNanoAt(int(fd), "", ts, unix.AT_EMPTY_PATH) }); err != nil {
+		return err
+	}
+	return uerr
 }
 
 // finishFile sets a regular file's owner, then mode (chown clears setuid),
