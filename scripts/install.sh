@@ -26,7 +26,19 @@ if [ -d /run/systemd/system ]; then
 	systemctl restart banger.service
 else
 	# No systemd here (a container or a CI runner): run the daemon in the
-	# background, logging to /var/log/banger.log, unless one already runs.
+	# background, logging to /var/log/banger.log. One already running (an
+	# earlier install) is stopped by its pid file and replaced by the new
+	# binary; its VMs keep running and the new daemon adopts them.
+	pidfile=/var/lib/banger/banger.pid
+	if banger ls >/dev/null 2>&1 && [ -s "$pidfile" ]; then
+		old=$(cat "$pidfile")
+		echo "== replacing the running daemon (pid $old) with the new binary"
+		kill -TERM "$old"
+		for _ in $(seq 1 300); do
+			kill -0 "$old" 2>/dev/null || break
+			sleep 0.1
+		done
+	fi
 	if ! banger ls >/dev/null 2>&1; then
 		echo "== starting the daemon (no systemd; log in /var/log/banger.log)"
 		nohup /usr/local/bin/banger daemon >>/var/log/banger.log 2>&1 </dev/null &
