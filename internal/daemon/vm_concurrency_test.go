@@ -396,7 +396,7 @@ func (e *vmtEnv) stressOp(op, name string, r *rand.Rand) (string, error) {
 		if err == nil && (out != "ok\n" || code != 0) {
 			return "error", fmt.Errorf("exec = %q, exit %d", out, code)
 		}
-		if err != nil && (strings.Contains(err.Error(), "reach the guest") || strings.Contains(err.Error(), "closed the session without an exit status")) {
+		if err != nil && (strings.Contains(err.Error(), "reach the guest") || strings.Contains(err.Error(), "closed the session without an exit status") || strings.Contains(err.Error(), "(its VMM exited)")) {
 			// Stopped (or crashed) after the state check: exec holds the
 			// VM's lock only for the check, not across the command.
 			return "gone", nil

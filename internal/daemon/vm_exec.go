@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"banger/internal/errdefs"
 	"banger/internal/guest"
@@ -61,7 +62,7 @@ func (m *vmManager) exec(ctx context.Context, call *rpc.Call) (rpc.VMExecResult,
 	})
 	if err != nil {
 		stdinW.Close()
-		return rpc.VMExecResult{}, err
+		return rpc.VMExecResult{}, vmmGone(p.VM, h, "before the command started", err)
 	}
 	inputDone := make(chan struct{})
 	go func() {
@@ -82,9 +83,25 @@ func (m *vmManager) exec(ctx context.Context, call *rpc.Call) (rpc.VMExecResult,
 	code, sig, err := s.Wait()
 	stdinW.Close()
 	if err != nil {
-		return rpc.VMExecResult{}, err
+		return rpc.VMExecResult{}, vmmGone(p.VM, h, "while the command ran", err)
 	}
 	return rpc.VMExecResult{ExitCode: code, Signal: sig}, nil
+}
+
+// vmmGone explains a lost guest connection: when the VM's VMM has exited
+// (a stop, an rm, a crash: exec holds no lock across the command) the
+// error says so, as a failed precondition; otherwise err stands.
+func vmmGone(ref string, h *vmHandles, when string, err error) error {
+	if h.proc == nil {
+		return err
+	}
+	// The connection may drop a moment before the exit is seen.
+	select {
+	case <-h.proc.Done():
+	case <-time.After(time.Second):
+		return err
+	}
+	return fmt.Errorf("vm %s stopped %s (its VMM exited): %v: %w", ref, when, err, errdefs.ErrFailedPrecondition)
 }
 
 // pumpInput forwards the caller's stdin, resizes and signals until the
