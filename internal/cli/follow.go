@@ -29,7 +29,7 @@ func (a *app) followOp(ctx context.Context, c *rpc.Client, opID string, cancelOn
 	final, err := c.WatchOp(ctx, opID, p.Update)
 	if err != nil && ctx.Err() == nil && connectionLost(err) {
 		p.Done(rpc.Op{})
-		return rpc.Op{}, a.afterDaemonRestart(ctx, opID)
+		return a.afterDaemonRestart(ctx, opID)
 	}
 	if err != nil && ctx.Err() != nil {
 		if !cancelOnInterrupt {
@@ -76,9 +76,10 @@ const daemonReconnectWait = time.Minute
 // afterDaemonRestart is what followOp does when the connection to the
 // daemon drops under it (the daemon crashed, or was stopped or
 // restarted): wait for a daemon to answer again, then say what became of
-// the operation and of its VM, image or kernel. A restart always cuts the
-// CLI's view short, so the command fails, whatever the outcome.
-func (a *app) afterDaemonRestart(ctx context.Context, opID string) error {
+// the operation and of its VM, image or kernel. An operation that had
+// succeeded is returned as such (the command goes on, as if the
+// connection had held); any other outcome fails the command.
+func (a *app) afterDaemonRestart(ctx context.Context, opID string) (rpc.Op, error) {
 	fmt.Fprintf(a.stderr, "\nThe connection to the daemon was lost while following operation %s (the daemon stopped or restarted); waiting up to %v for it to answer again…\n", opID, daemonReconnectWait)
 	wctx, cancel := context.WithTimeout(ctx, daemonReconnectWait)
 	defer cancel()
@@ -94,31 +95,35 @@ func (a *app) afterDaemonRestart(ctx context.Context, opID string) error {
 		select {
 		case <-wctx.Done():
 			if ctx.Err() != nil {
-				return errInterrupted
+				return rpc.Op{}, errInterrupted
 			}
-			return fmt.Errorf("the daemon stopped while operation %s ran and has not come back within %v (last error: %v); once it runs, `banger op show %s` says how the operation ended", opID, daemonReconnectWait, err, opID)
+			return rpc.Op{}, fmt.Errorf("the daemon stopped while operation %s ran and has not come back within %v (last error: %v); once it runs, `banger op show %s` says how the operation ended", opID, daemonReconnectWait, err, opID)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
 	defer c.Close()
 	op, err := c.GetOp(ctx, opID)
 	if err != nil {
-		return fmt.Errorf("the daemon restarted while operation %s ran, and does not know it now: %w", opID, err)
+		return rpc.Op{}, fmt.Errorf("the daemon restarted while operation %s ran, and does not know it now: %w", opID, err)
 	}
 	// The daemon may have only dropped the connection: follow on.
 	if !op.Done() {
 		fmt.Fprintf(a.stderr, "The daemon is back; operation %s still runs. Follow it with `banger op watch %s`.\n", opID, opID)
-		return fmt.Errorf("lost the connection to the daemon while following operation %s, which still runs", opID)
+		return rpc.Op{}, fmt.Errorf("lost the connection to the daemon while following operation %s, which still runs", opID)
 	}
 	where := a.describeTarget(ctx, c, op)
+	if op.State == "succeeded" {
+		fmt.Fprintf(a.stderr, "The daemon is back; operation %s (%s %s) had succeeded before it restarted. %s\n", op.ID, op.Kind, op.Target, where)
+		return op, nil
+	}
 	if op.State == "interrupted" {
-		return fmt.Errorf("the daemon restarted while operation %s (%s %s) ran: it was interrupted and not finished. %s", op.ID, op.Kind, op.Target, where)
+		return op, fmt.Errorf("the daemon restarted while operation %s (%s %s) ran: it was interrupted and not finished. %s", op.ID, op.Kind, op.Target, where)
 	}
 	msg := fmt.Sprintf("the daemon restarted while operation %s (%s %s) was followed; the operation had ended %s", op.ID, op.Kind, op.Target, op.State)
 	if op.Error != "" {
 		msg += " (" + op.Error + ")"
 	}
-	return fmt.Errorf("%s. %s", msg, where)
+	return op, fmt.Errorf("%s. %s", msg, where)
 }
 
 // describeTarget says where the VM, image or kernel an operation acted on

@@ -19,7 +19,8 @@ var crashAt = os.Getenv("BANGER_TEST_CRASH_AT")
 // row recorded, staging made), pull.layers (the first layer cached),
 // pull.flattened, pull.built (the ext4 built in staging), import.built,
 // promote.copied, image.moved (the rootfs moved into the image's
-// directory, the row not yet ready).
+// directory, the row not yet ready); and op.finished (any async op's
+// success recorded, its watchers not yet told).
 func crashPoint(name string) {
 	if crashAt == "" || crashAt != name {
 		return

@@ -72,6 +72,9 @@ func (d *Daemon) startOp(ctx context.Context, kind, target string, fn opFunc) (s
 			}
 		}
 		d.recordOp(row)
+		if err == nil {
+			crashPoint("op.finished") // recorded, not yet told to its watchers
+		}
 		d.ops.Complete(op.id, result, err)
 	}()
 	return op.id, nil
