@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -208,8 +207,3 @@ func parseHostKey(s string) (ssh.PublicKey, error) {
 }
 
 var _ vmProcess = (*adoptedProc)(nil)
-
-// processGone reports whether pid no longer exists.
-func processGone(pid int) bool {
-	return syscall.Kill(pid, 0) == syscall.ESRCH
-}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"banger/internal/store"
 )
@@ -153,27 +152,6 @@ func (m *vmManager) settleStopped(ctx context.Context, vm store.VM, reason strin
 	}
 	m.logger.Warn("vm settled after a daemon restart", "vm", vm.Name, "state", state, "reason", reason)
 	return errors.Join(serr, m.updateVM(ctx, vm.ID, func(v *store.VM) { v.State, v.StateReason = state, reason }))
-}
-
-// writeHandlesIfDir records h unless the VM has no directory (a create
-// that failed before making it).
-func writeHandlesIfDir(path string, h *vmHandles) error {
-	if err := writeHandles(path, h); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
-}
-
-// waitGone waits up to d for pid to exit.
-func waitGone(pid int, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if processGone(pid) {
-			return true
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return processGone(pid)
 }
 
 // controlSocket is where the VM's VMM answers control requests on the

@@ -135,3 +135,20 @@ func (e *vmtEnv) handlesPID(t testing.TB, id string) int {
 	}
 	return h.PID
 }
+
+// processGone reports whether pid no longer exists.
+func processGone(pid int) bool {
+	return syscall.Kill(pid, 0) == syscall.ESRCH
+}
+
+// waitGone waits up to d for pid to exit.
+func waitGone(pid int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if processGone(pid) {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return processGone(pid)
+}
