@@ -18,6 +18,7 @@ import (
 	"banger/internal/daemon/imagemgr"
 	"banger/internal/errdefs"
 	"banger/internal/rpc"
+	"banger/internal/system"
 )
 
 // callerFiles reads files a caller names (image import, register, kernel
@@ -80,8 +81,8 @@ func (cf callerFiles) open(ctx context.Context, peer rpc.PeerCred, path string) 
 	cmd.Env = []string{"LC_ALL=C", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: peer.UID, Gid: peer.GID, Groups: groups}}
-	var stderr bytes.Buffer
-	cmd.Stderr = &limitedBuffer{buf: &stderr, max: 4096}
+	stderr := &system.HeadBuffer{Max: 4096}
+	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -247,17 +248,4 @@ func serveCallerRead(path string, w io.Writer) error {
 		return err
 	}
 	return s.Close()
-}
-
-// limitedBuffer keeps the first max bytes written to it.
-type limitedBuffer struct {
-	buf *bytes.Buffer
-	max int
-}
-
-func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.buf.Len(); room > 0 {
-		b.buf.Write(p[:min(room, len(p))])
-	}
-	return len(p), nil
 }

@@ -19,6 +19,7 @@ import (
 	"banger/internal/guestinit"
 	"banger/internal/rpc"
 	"banger/internal/store"
+	"banger/internal/system"
 )
 
 // workspaceManager serves workspace.prepare and workspace.export. Its own
@@ -230,11 +231,11 @@ func (w *workspaceManager) prepareAs(ctx context.Context, peer rpc.PeerCred, p w
 // guestUntar is the workspaceImport seam's implementation: the guest
 // init's untar built-in reads r into dest.
 func guestUntar(ctx context.Context, client *ssh.Client, dest string, r io.Reader) error {
-	var stderr limitedWriter
+	stderr := &system.HeadBuffer{Max: 8 << 10}
 	s, err := guest.Start(client, guest.Command{
 		Command: guestinit.EncodeArgv(workspace.GuestUntarArgv(dest)),
 		Stdin:   r,
-		Stderr:  &stderr,
+		Stderr:  stderr,
 	})
 	if err != nil {
 		return err
@@ -248,15 +249,3 @@ func guestUntar(ctx context.Context, client *ssh.Client, dest string, r io.Reade
 	}
 	return nil
 }
-
-// limitedWriter keeps the first 8 KiB written to it.
-type limitedWriter struct{ b []byte }
-
-func (l *limitedWriter) Write(p []byte) (int, error) {
-	if room := 8<<10 - len(l.b); room > 0 {
-		l.b = append(l.b, p[:min(room, len(p))]...)
-	}
-	return len(p), nil
-}
-
-func (l *limitedWriter) String() string { return string(l.b) }

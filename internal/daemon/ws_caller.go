@@ -19,6 +19,7 @@ import (
 	"banger/internal/daemon/workspace"
 	"banger/internal/errdefs"
 	"banger/internal/rpc"
+	"banger/internal/system"
 )
 
 // The workspace helpers run git and read or write the caller's checkout AS
@@ -148,8 +149,8 @@ func (cf callerFiles) packAsCaller(ctx context.Context, peer rpc.PeerCred, path 
 		return nil, err
 	}
 	cmd.Stdin = bytes.NewReader(input)
-	var stderr bytes.Buffer
-	cmd.Stderr = &limitedBuffer{buf: &stderr, max: 16 << 10}
+	stderr := &system.HeadBuffer{Max: 16 << 10}
+	cmd.Stderr = stderr
 	metaR, metaW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -211,9 +212,8 @@ func (cf callerFiles) exportAsCaller(ctx context.Context, peer rpc.PeerCred, req
 		return nil, err
 	}
 	cmd.Stdin = tree
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &limitedBuffer{buf: &stdout, max: 64 << 10}
-	cmd.Stderr = &limitedBuffer{buf: &stderr, max: 16 << 10}
+	stdout, stderr := &system.HeadBuffer{Max: 64 << 10}, &system.HeadBuffer{Max: 16 << 10}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if bundle != nil {
 		cmd.ExtraFiles = []*os.File{bundle}
 	}

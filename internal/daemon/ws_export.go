@@ -17,6 +17,7 @@ import (
 	"banger/internal/guest"
 	"banger/internal/guestinit"
 	"banger/internal/rpc"
+	"banger/internal/system"
 )
 
 // export brings the guest's work back into the caller's checkout as a
@@ -81,11 +82,11 @@ func (w *workspaceManager) exportAs(ctx context.Context, peer rpc.PeerCred, p rp
 
 	// The guest's tree streams straight into the helper's stdin.
 	pr, pw := io.Pipe()
-	var gerr limitedWriter
+	gerr := &system.HeadBuffer{Max: 8 << 10}
 	s, err := guest.Start(client, guest.Command{
 		Command: guestinit.EncodeArgv(w.guestTreeArgv(rec.GuestDest)),
 		Stdout:  pw,
-		Stderr:  &gerr,
+		Stderr:  gerr,
 	})
 	if err != nil {
 		return res, w.vmGone(ctx, vm.Name, err)
@@ -147,8 +148,8 @@ func (w *workspaceManager) vmGone(ctx context.Context, name string, err error) e
 // an unlinked file in the daemon's staging directory (bounded by
 // maxBytes), handed to the helper as a descriptor.
 func (w *workspaceManager) guestBundle(ctx context.Context, client *ssh.Client, dest, base string) (*os.File, error) {
-	var head, ignored limitedWriter
-	s, err := guest.Start(client, guest.Command{Command: guestinit.EncodeArgv(workspace.GuestHeadArgv(dest)), Stdout: &head, Stderr: &ignored})
+	head := &system.HeadBuffer{Max: 8 << 10}
+	s, err := guest.Start(client, guest.Command{Command: guestinit.EncodeArgv(workspace.GuestHeadArgv(dest)), Stdout: head, Stderr: io.Discard})
 	if err != nil {
 		return nil, err
 	}
@@ -165,9 +166,9 @@ func (w *workspaceManager) guestBundle(ctx context.Context, client *ssh.Client, 
 		return nil, err
 	}
 	os.Remove(f.Name())
-	var stderr limitedWriter
+	stderr := &system.HeadBuffer{Max: 8 << 10}
 	lw := &cappedWriter{w: f, left: w.maxBytes}
-	s, err = guest.Start(client, guest.Command{Command: guestinit.EncodeArgv(workspace.GuestBundleArgv(dest, base)), Stdout: lw, Stderr: &stderr})
+	s, err = guest.Start(client, guest.Command{Command: guestinit.EncodeArgv(workspace.GuestBundleArgv(dest, base)), Stdout: lw, Stderr: stderr})
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -182,7 +183,7 @@ func (w *workspaceManager) guestBundle(ctx context.Context, client *ssh.Client, 
 		return nil, err
 	case code != 0:
 		f.Close()
-		return nil, fmt.Errorf("the guest's git bundle exited %d: %s", code, bytes.TrimSpace([]byte(stderr.String())))
+		return nil, fmt.Errorf("the guest's git bundle exited %d: %s", code, bytes.TrimSpace(stderr.Bytes()))
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		f.Close()

@@ -1,6 +1,7 @@
 package workspace
 
 import (
+	"banger/internal/system"
 	"bytes"
 	"context"
 	"errors"
@@ -42,8 +43,8 @@ func (g ExecGit) Run(ctx context.Context, dir string, env []string, stdin io.Rea
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdin = stdin
 	cmd.Stdout = stdout
-	var stderr bytes.Buffer
-	cmd.Stderr = &limitedBuffer{buf: &stderr, max: 64 << 10}
+	stderr := &system.HeadBuffer{Max: 64 << 10}
+	cmd.Stderr = stderr
 	if err := cmd.Run(); err != nil {
 		msg := strings.TrimSpace(stderr.String())
 		if msg != "" {
@@ -52,19 +53,6 @@ func (g ExecGit) Run(ctx context.Context, dir string, env []string, stdin io.Rea
 		return fmt.Errorf("git %s: %w", strings.Join(args, " "), err)
 	}
 	return nil
-}
-
-// limitedBuffer keeps the first max bytes written to it.
-type limitedBuffer struct {
-	buf *bytes.Buffer
-	max int
-}
-
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if room := l.max - l.buf.Len(); room > 0 {
-		l.buf.Write(p[:min(room, len(p))])
-	}
-	return len(p), nil
 }
 
 // output runs git and returns its stdout.
