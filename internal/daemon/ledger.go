@@ -3,14 +3,14 @@ package daemon
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"banger/internal/daemon/dmsnap"
 	"banger/internal/daemon/fcproc"
@@ -60,10 +60,33 @@ func (m *vmManager) ledger(ctx context.Context) ([]ledgerEntry, error) {
 	for _, vm := range vms {
 		byID[vm.ID] = vm
 	}
+	// find is the recorded VM an object names (match), or "". The host is
+	// listed after this snapshot of the records, and a create records its
+	// VM before it makes any host object: so on a miss the records are
+	// read again, and an object a create made meanwhile finds its VM.
+	find := func(match func(id string) bool) string {
+		for reread := false; ; reread = true {
+			for vid := range byID {
+				if match(vid) {
+					return vid
+				}
+			}
+			if reread {
+				return ""
+			}
+			vms, err := m.store.ListVMs(ctx)
+			if err != nil {
+				return ""
+			}
+			for _, vm := range vms {
+				byID[vm.ID] = vm
+			}
+		}
+	}
 	// owned reports whether VM id's record owns an object that its
 	// handles name as has(h); a VM an op holds is skipped (ok false).
 	owned := func(id string, has func(h *vmHandles) bool) (owner bool, ok bool, why string) {
-		if _, exists := byID[id]; !exists {
+		if find(func(vid string) bool { return vid == id }) == "" {
 			return false, true, "no VM record " + id
 		}
 		unlock, got := m.locks.TryLock(id)
@@ -95,12 +118,7 @@ func (m *vmManager) ledger(ctx context.Context) ([]ledgerEntry, error) {
 		}
 		for _, tap := range taps {
 			prefix, _ := vmnet.VMIDPrefix(tap)
-			id := ""
-			for vid := range byID {
-				if strings.HasPrefix(vid, prefix) {
-					id = vid
-				}
-			}
+			id := find(func(vid string) bool { return strings.HasPrefix(vid, prefix) })
 			e := ledgerEntry{HostObject: rpc.HostObject{Kind: "tap", Name: tap}}
 			if id == "" {
 				e.Orphan, e.Why = true, "no VM id starts with "+prefix
@@ -138,41 +156,30 @@ func (m *vmManager) ledger(ctx context.Context) ([]ledgerEntry, error) {
 		add(e)
 	}
 
-	// Directories under the root.
-	dirs := []struct {
-		kind, dir string
-		owner     func(id string) (bool, error)
-	}{
-		{"vm-dir", m.layout.VMsDir(), func(id string) (bool, error) {
-			_, err := m.store.GetVM(ctx, id)
-			return err == nil, ignoreNotFound(err)
-		}},
+	// VM directories: each owned by its VM's record (read under the VM's
+	// lock: a create records the VM before it makes the directory, an rm
+	// removes the directory before the record).
+	entries, err := os.ReadDir(m.layout.VMsDir())
+	if err != nil && !os.IsNotExist(err) {
+		return nil, err
 	}
-	for _, d := range dirs {
-		entries, err := os.ReadDir(d.dir)
-		if err != nil && !os.IsNotExist(err) {
+	for _, de := range entries {
+		id, path := de.Name(), filepath.Join(m.layout.VMsDir(), de.Name())
+		unlock, got := m.locks.TryLock(id)
+		if !got {
+			continue
+		}
+		_, err := m.store.GetVM(ctx, id)
+		unlock()
+		if err != nil && !errdefs.IsNotFound(err) {
 			return nil, err
 		}
-		for _, de := range entries {
-			path := filepath.Join(d.dir, de.Name())
-			if d.kind == "vm-dir" {
-				unlock, got := m.locks.TryLock(de.Name())
-				if !got {
-					continue
-				}
-				has, err := d.owner(de.Name())
-				unlock()
-				if err != nil {
-					return nil, err
-				}
-				e := ledgerEntry{HostObject: rpc.HostObject{Kind: d.kind, Name: path, Owner: "vm:" + de.Name()}}
-				if !has {
-					e.Orphan, e.Why = true, "no VM record "+de.Name()
-				}
-				e.remove = func(context.Context) error { return os.RemoveAll(path) }
-				add(e)
-			}
+		e := ledgerEntry{HostObject: rpc.HostObject{Kind: "vm-dir", Name: path, Owner: "vm:" + id}}
+		if err != nil {
+			e.Orphan, e.Why = true, "no VM record "+id
 		}
+		e.remove = func(context.Context) error { return os.RemoveAll(path) }
+		add(e)
 	}
 
 	// Jails of a jailed Firecracker: <base>/<firecracker>/<VM id>, each
@@ -259,13 +266,6 @@ func validID(id string) bool {
 	return true
 }
 
-func ignoreNotFound(err error) error {
-	if errdefs.IsNotFound(err) {
-		return nil
-	}
-	return err
-}
-
 // vmmProc is a process whose command line names a VM of this daemon.
 type vmmProc struct {
 	pid   int
@@ -288,11 +288,10 @@ func (m *vmManager) scanVMMs() ([]vmmProc, error) {
 		if err != nil || pid == self {
 			continue
 		}
-		data, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil || len(data) == 0 {
+		argv, err := procCmdline(pid)
+		if err != nil || len(argv) == 0 {
 			continue
 		}
-		argv := strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
 		id, ok := vmIDFromArgv(argv)
 		if !ok || !mentions(argv, m.layout.VMDir(id)+"/") {
 			continue
@@ -313,13 +312,8 @@ func descendsFrom(pid, ancestor int) bool {
 		if pid == ancestor {
 			return true
 		}
-		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		f, err := procStat(pid)
 		if err != nil {
-			return false
-		}
-		j := strings.LastIndexByte(string(data), ')')
-		f := strings.Fields(string(data[j+1:]))
-		if j < 0 || len(f) < 2 {
 			return false
 		}
 		if pid, err = strconv.Atoi(f[1]); err != nil {
@@ -355,23 +349,25 @@ func mentions(argv []string, path string) bool {
 	return false
 }
 
-// killVerified kills p if it is still the same process (its start time),
-// through a pidfd so a recycled PID is never signalled.
+// killVerified sends p SIGKILL if it is still the same process (its start
+// time), through a pidfd opened before the check, so a recycled PID is
+// never signalled. It does not wait: the next pass sees whether it went.
 func killVerified(p vmmProc) error {
-	if start, err := procStartTime(p.pid); err != nil || start != p.start {
+	fd, err := unix.PidfdOpen(p.pid, 0)
+	if err == unix.ESRCH {
 		return nil // gone already
 	}
-	proc, err := adoptVMM(context.Background(), p.pid, "", "")
 	if err != nil {
-		if errors.Is(err, syscall.ESRCH) {
-			return nil
-		}
+		return fmt.Errorf("pidfd_open %d: %w", p.pid, err)
+	}
+	defer unix.Close(fd)
+	if start, err := procStartTime(p.pid); err != nil || start != p.start {
+		return nil // gone, or the pid is a newer process's: leave it
+	}
+	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && err != unix.ESRCH {
 		return err
 	}
-	if start, err := procStartTime(p.pid); err != nil || start != p.start {
-		return nil // the pidfd is of a newer process: leave it
-	}
-	return proc.Shutdown(context.Background(), 0)
+	return nil
 }
 
 func holdsLoop(h *vmHandles, dev string) bool {

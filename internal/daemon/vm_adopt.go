@@ -19,25 +19,43 @@ import (
 	"banger/internal/daemon/qemu"
 )
 
+// procStat returns the fields of /proc/PID/stat from the third on (state,
+// ppid, ...): the command name (field 2) is in parentheses and may hold
+// spaces and parentheses itself, so fields are counted after the last ')'.
+func procStat(pid int) ([]string, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil, err
+	}
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	fields := strings.Fields(string(data[i+1:]))
+	if len(fields) < 20 {
+		return nil, fmt.Errorf("/proc/%d/stat: %d fields after the name", pid, len(fields))
+	}
+	return fields, nil
+}
+
 // procStartTime is when pid started, in clock ticks since boot (field 22
 // of /proc/PID/stat): with the PID, it names one process for the
 // lifetime of the host, so a recycled PID is told apart.
 func procStartTime(pid int) (uint64, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	f, err := procStat(pid)
 	if err != nil {
 		return 0, err
 	}
-	// The command name (field 2) is in parentheses and may hold spaces
-	// and parentheses itself: count fields after the last ')'.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// procCmdline is pid's argv.
+func procCmdline(pid int) ([]string, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil || len(data) == 0 {
+		return nil, err
 	}
-	fields := strings.Fields(string(data[i+1:]))
-	if len(fields) < 20 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields after the name", pid, len(fields))
-	}
-	return strconv.ParseUint(fields[19], 10, 64)
+	return strings.Split(strings.TrimRight(string(data), "\x00"), "\x00"), nil
 }
 
 // procExe is the executable pid runs; a binary replaced since it started
@@ -84,11 +102,11 @@ func verifyVMM(h *vmHandles, id string) error {
 // isOurVMM reports whether pid runs a VMM for VM id: its command line
 // names the id (QEMU's -name guest=banger-ID, Firecracker's --id ID).
 func isOurVMM(pid int, id string) bool {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	argv, err := procCmdline(pid)
 	if err != nil {
 		return false
 	}
-	got, ok := vmIDFromArgv(strings.Split(strings.TrimRight(string(data), "\x00"), "\x00"))
+	got, ok := vmIDFromArgv(argv)
 	return ok && got == id
 }
 
