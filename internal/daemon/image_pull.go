@@ -307,9 +307,10 @@ func (m *imageManager) finalize(ctx context.Context, root string, cfg imagemgr.I
 	if err != nil {
 		return 0, err
 	}
-	size := imagemgr.Ext4Size(content, inodes, int64(m.config.ImageHeadroomMiB)<<20)
+	headroom := int64(m.config.ImageHeadroomMiB) << 20
+	size := imagemgr.Ext4Size(content, inodes, headroom)
 	t2 := time.Now()
-	if err := imagemgr.BuildExt4(ctx, m.runner, root, out, size, inodes); err != nil {
+	if err := imagemgr.BuildExt4(ctx, m.runner, root, out, size, imagemgr.Ext4Inodes(inodes, headroom)); err != nil {
 		return 0, err
 	}
 	m.logger.Debug("rootfs finalized", "guest_root", t1.Sub(t0), "size_walk", t2.Sub(t1), "mkfs", time.Since(t2),

@@ -76,24 +76,35 @@ func entrySize(st *unix.Stat_t) int64 {
 	return 0
 }
 
-// Ext4Inodes is the inode count BuildExt4 asks mkfs.ext4 for (-N) when
-// the tree has inodes entries: 20% more plus 1024, so the guest can
-// create files.
-func Ext4Inodes(inodes int64) int64 { return inodes + inodes/5 + 1024 }
+// headroomBytesPerInode is mke2fs's default inode_ratio: one inode for
+// every 16 KiB of the headroom, as any ext4 of that size would have.
+const headroomBytesPerInode = 16 << 10
+
+// Ext4Inodes is the inode count to ask mkfs.ext4 for (-N) when the tree
+// has inodes entries and headroomBytes are left for the guest: the
+// tree's plus 20% and 1024, and one inode per 16 KiB of headroom. The
+// headroom's share matters: without it a 1 GiB headroom came with about
+// a thousand free inodes, and a guest could not check out a repository
+// of a few thousand files. resize2fs keeps the ratio when a VM's disk
+// grows (it adds block groups with as many inodes each).
+func Ext4Inodes(inodes, headroomBytes int64) int64 {
+	return max(inodes, 0) + max(inodes, 0)/5 + 1024 + max(headroomBytes, 0)/headroomBytesPerInode
+}
 
 // Ext4Size is the size of the ext4 image for a tree of contentBytes and
 // inodes (from TreeSize), with headroomBytes free for the guest:
 //
 //	data    = contentBytes + 10%                (extent and directory blocks,
 //	                                              block groups, reserved GDT)
-//	inodes  = Ext4Inodes(inodes) × 256 B        (the inode tables)
+//	inodes  = Ext4Inodes(inodes, headroomBytes)
+//	          × 256 B                           (the inode tables)
 //	journal = mke2fs's default for that size    (4 MiB … 1 GiB)
 //	size    = data + inodes + journal + headroomBytes
 //
 // rounded up to a whole MiB, and at least MinExt4Size. Of the result,
 // mke2fs reserves 5% for root by default, which a root guest can use.
 func Ext4Size(contentBytes, inodes, headroomBytes int64) int64 {
-	size := contentBytes + contentBytes/10 + Ext4Inodes(max(inodes, 0))*ext4InodeSize + max(headroomBytes, 0)
+	size := contentBytes + contentBytes/10 + Ext4Inodes(inodes, headroomBytes)*ext4InodeSize + max(headroomBytes, 0)
 	// The journal depends on the final size, which includes the journal.
 	j := journalSize(size)
 	j = journalSize(size + j)
@@ -127,7 +138,7 @@ func journalSize(size int64) int64 {
 func roundUp(n, unit int64) int64 { return (n + unit - 1) / unit * unit }
 
 // BuildExt4 writes srcDir into a new ext4 image outFile of sizeBytes
-// (rounded up to a KiB) with room for Ext4Inodes(inodes) inodes, through
+// (rounded up to a KiB) with inodes inodes (Ext4Inodes), through
 // `mkfs.ext4 -d` (no mount, no loop device), then makes it read-only
 // (0444). outFile must not exist; it is created sparse and removed again
 // if mkfs fails. Both paths must be absolute, so neither can be read as
@@ -152,7 +163,7 @@ func BuildExt4(ctx context.Context, run Runner, srcDir, outFile string, sizeByte
 	if err == nil {
 		_, err = run.Run(ctx, "mkfs.ext4", "-q", "-F", "-t", "ext4",
 			"-d", srcDir,
-			"-N", strconv.FormatInt(Ext4Inodes(inodes), 10),
+			"-N", strconv.FormatInt(inodes, 10),
 			"-L", "banger",
 			"-E", "root_owner=0:0",
 			outFile, strconv.FormatInt(sizeK, 10)+"K")

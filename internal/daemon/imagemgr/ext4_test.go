@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,8 +33,8 @@ func TestExt4Size(t *testing.T) {
 		{"small tree gets the minimum", 10 * mib, 500, 0, MinExt4Size},
 		// 100 MiB + 10 MiB + (1000+200+1024)×256 B (0.54 MiB) + 4 MiB journal (< 128 MiB) → 114.54 → 115 MiB
 		{"small with a 4 MiB journal", 100 * mib, 1000, 0, 115 * mib},
-		// 500 MiB + 50 MiB + 100 MiB headroom + (10000+2000+1024)×256 B (3.18 MiB) + 16 MiB journal → 669.18 → 670 MiB
-		{"medium with headroom", 500 * mib, 10000, 100 * mib, 670 * mib},
+		// 500 MiB + 50 MiB + 100 MiB headroom + (10000+2000+1024+6400)×256 B (4.74 MiB) + 16 MiB journal → 670.74 → 671 MiB
+		{"medium with headroom", 500 * mib, 10000, 100 * mib, 671 * mib},
 		// 2 GiB + 10% = 2252.8 MiB; inodes (100000+20000+1024)×256 B = 29.54 MiB; 64 MiB journal → 2346.35 → 2347 MiB
 		{"large with a 64 MiB journal", 2 * gib, 100000, 0, 2347 * mib},
 		{"negative inputs are zero", -5, -5, -5, MinExt4Size},
@@ -80,7 +81,7 @@ func TestBuildExt4Argv(t *testing.T) {
 	out := filepath.Join(dir, "rootfs.ext4")
 	var fake systest.Fake
 	fake.Default(systest.Output(""))
-	if err := BuildExt4(context.Background(), &fake, "/staging/root", out, 100<<20+1, 1000); err != nil {
+	if err := BuildExt4(context.Background(), &fake, "/staging/root", out, 100<<20+1, 2224); err != nil {
 		t.Fatal(err)
 	}
 	want := "mkfs.ext4 -q -F -t ext4 -d /staging/root -N 2224 -L banger -E root_owner=0:0 " + out + " 102401K\n"
@@ -162,7 +163,7 @@ func TestFlattenToExt4EndToEnd(t *testing.T) {
 	}
 	img := filepath.Join(s.base, "rootfs.ext4")
 	size := Ext4Size(bytes, inodes, 16<<20)
-	if err := BuildExt4(context.Background(), &system.ExecRunner{}, s.root, img, size, inodes); err != nil {
+	if err := BuildExt4(context.Background(), &system.ExecRunner{}, s.root, img, size, Ext4Inodes(inodes, 16<<20)); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(img)
@@ -171,6 +172,17 @@ func TestFlattenToExt4EndToEnd(t *testing.T) {
 	}
 	if fi.Mode().Perm() != 0o444 || fi.Size() != size {
 		t.Errorf("image: mode %v size %d, want 0444 and %d", fi.Mode(), fi.Size(), size)
+	}
+
+	// The headroom comes with inodes: one per 16 KiB of it, on top of
+	// the tree's (a guest must be able to create files, not only bytes).
+	stats := debugfs(t, img, "stats")
+	m := regexp.MustCompile(`Inode count:\s+(\d+)`).FindStringSubmatch(stats)
+	if m == nil {
+		t.Fatalf("debugfs stats: no inode count in:\n%s", stats)
+	}
+	if n, _ := strconv.ParseInt(m[1], 10, 64); n < inodes+(16<<20)/(16<<10) {
+		t.Errorf("image has %d inodes, want at least the tree's %d plus %d for 16 MiB of headroom", n, inodes, (16<<20)/(16<<10))
 	}
 
 	checks := []struct {

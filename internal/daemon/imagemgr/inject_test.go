@@ -28,7 +28,7 @@ func buildImage(t *testing.T, ents ...ent) (*stage, string) {
 		t.Fatal(err)
 	}
 	img := filepath.Join(s.base, "rootfs.ext4")
-	if err := BuildExt4(context.Background(), &system.ExecRunner{}, s.root, img, Ext4Size(bytes, inodes, 0), inodes); err != nil {
+	if err := BuildExt4(context.Background(), &system.ExecRunner{}, s.root, img, Ext4Size(bytes, inodes, 0), Ext4Inodes(inodes, 0)); err != nil {
 		t.Fatal(err)
 	}
 	// register copies the image into staging writable.
