@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -134,5 +135,19 @@ func TestDialAndExec(t *testing.T) {
 	if c3, err := Dial(ctx, wrongClient); err == nil {
 		c3.Close()
 		t.Error("dial with an unauthorised client key succeeded")
+	}
+}
+
+// The client's cipher list names only ciphers x/crypto supports (an
+// unknown one would fail every handshake) and puts ChaCha20-Poly1305
+// first: it is what is fastest for a guest under software emulation.
+func TestCipherPreference(t *testing.T) {
+	if ciphers[0] != "chacha20-poly1305@openssh.com" {
+		t.Errorf("first cipher %q, want chacha20-poly1305@openssh.com", ciphers[0])
+	}
+	for _, c := range ciphers {
+		if !slices.Contains(ssh.SupportedAlgorithms().Ciphers, c) {
+			t.Errorf("cipher %q is not among x/crypto's supported ciphers", c)
+		}
 	}
 }
