@@ -47,7 +47,7 @@ func extractTar(r io.Reader, dest string, uid, gid int) error {
 		return err
 	}
 	defer root.Close()
-	x := &extractor{root: root, uid: uid, gid: gid, chown: os.Geteuid() == 0}
+	x := &extractor{root: root, uid: uid, gid: gid, chown: os.Geteuid() == 0, written: map[string]bool{}}
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
@@ -73,6 +73,9 @@ type extractor struct {
 	// extraction), so that a checkout's thousands of files do not each
 	// walk their parents again; an entry removed is dropped from it.
 	made map[string]bool
+	// written holds the regular files this extraction wrote, which a git
+	// pack in transfer form may take blobs from (gitPack).
+	written map[string]bool
 }
 
 // mkdirAll makes dir and its parents through the root unless this
@@ -110,6 +113,9 @@ func (x *extractor) entry(hdr *tar.Header, body io.Reader) error {
 	}
 	if hdr.PAXRecords[DeletionsRecord] != "" && (hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA) {
 		return x.deletions(body, hdr.Size)
+	}
+	if hdr.PAXRecords[GitPackRecord] != "" && (hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA) {
+		return x.gitPack(name, hdr, body, hdr.Size)
 	}
 	if name == "." {
 		if hdr.Typeflag == tar.TypeDir {
@@ -158,6 +164,9 @@ func (x *extractor) entry(hdr *tar.Header, body io.Reader) error {
 		}
 		if cerr := f.Close(); err == nil {
 			err = cerr
+		}
+		if err == nil {
+			x.written[name] = true
 		}
 		return err
 	case tar.TypeSymlink:

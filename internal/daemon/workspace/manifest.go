@@ -54,6 +54,10 @@ type PackStats struct {
 	SentBytes int64 // content bytes among them
 	Deleted   int   // paths the guest is told to delete
 	Hashed    int64 // bytes read to hash (stat cache misses)
+	// PacksRebuilt packs were sent in transfer form (GitPackRecord), with
+	// BlobsRebuilt blobs among them taken from work-tree files.
+	PacksRebuilt int
+	BlobsRebuilt int
 }
 
 // Lookup returns the entry for path.

@@ -3,10 +3,13 @@ package workspace
 import (
 	"archive/tar"
 	"context"
+	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"hash/adler32"
 	"io"
 	"io/fs"
 	"os"
@@ -65,6 +68,10 @@ func Pack(ctx context.Context, g Git, repo *Repo, w io.Writer, prev *Manifest) (
 			sendSrc = append(sendSrc, s)
 		}
 	}
+	send, sendSrc = resendPacks(m, srcs, send, sendSrc)
+	if repo.IsGit && repo.ObjectFormat == "sha1" {
+		p.blobs = map[[20]byte]*blobRef{}
+	}
 	var deleted []string
 	if prev != nil {
 		for _, e := range prev.Entries {
@@ -78,18 +85,43 @@ func Pack(ctx context.Context, g Git, repo *Repo, w io.Writer, prev *Manifest) (
 			return nil, err
 		}
 	}
-	for i, idx := range send {
+	// The work tree first, then the git directories: a pack may then
+	// refer to work-tree files the guest already has (GitPackRecord).
+	order := make([]int, len(send))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		ga, gb := isGitPath(sendSrc[a].name), isGitPath(sendSrc[b].name)
+		switch {
+		case ga == gb:
+			return 0
+		case gb:
+			return -1
+		}
+		return 1
+	})
+	planned := false
+	for _, i := range order {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if err := p.write(sendSrc[i], &m.Entries[idx]); err != nil {
-			return nil, fmt.Errorf("%q: %w", sendSrc[i].name, err)
+		s, e := sendSrc[i], &m.Entries[send[i]]
+		if !planned && isGitPath(s.name) {
+			planned = true
+			if err := p.planPacks(sendSrc); err != nil {
+				return nil, err
+			}
+		}
+		if err := p.write(s, e); err != nil {
+			return nil, fmt.Errorf("%q: %w", s.name, err)
 		}
 	}
 	if err := p.tw.Close(); err != nil {
 		return nil, err
 	}
-	m.Stats = PackStats{Files: len(m.Entries), Sent: len(send), SentBytes: p.sentBytes, Deleted: len(deleted), Hashed: p.hashed}
+	m.Stats = PackStats{Files: len(m.Entries), Sent: len(send), SentBytes: p.sentBytes, Deleted: len(deleted), Hashed: p.hashed,
+		PacksRebuilt: p.packs.PacksRebuilt, BlobsRebuilt: p.packs.BlobsRebuilt}
 	return m, nil
 }
 
@@ -167,6 +199,11 @@ type packer struct {
 	emitted   map[string]bool        // directories already in the stream
 	sentBytes int64
 	hashed    int64
+	// blobs are the work-tree files sent so far by git blob name (nil:
+	// not a SHA-1 repository); plans the packs sent in transfer form.
+	blobs map[[20]byte]*blobRef
+	plans map[string]*packPlan
+	packs PackStats
 }
 
 // classify stats s and says whether it must be sent; ok is false when it
@@ -271,6 +308,13 @@ func (p *packer) write(s source, e *Entry) error {
 		e.Size, e.SHA256 = int64(len(target)), sum([]byte(target))
 		return p.tw.WriteHeader(hdr)
 	}
+	if p.plans[packSibling(s.name)] != nil {
+		// The guest writes this index itself, for the pack as it
+		// rebuilds it; only the manifest needs its hash.
+		h, _, err := hashFile(s.root, s.rel)
+		e.SHA256 = h
+		return err
+	}
 	f, err := s.root.OpenFile(s.rel, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return err
@@ -285,16 +329,90 @@ func (p *packer) write(s source, e *Entry) error {
 	}
 	hdr.Typeflag, hdr.Size, hdr.Mode = tar.TypeReg, fi.Size(), int64(fi.Mode().Perm())
 	hdr.ModTime = fi.ModTime().Truncate(time.Second)
+	if pl := p.plans[s.name]; pl != nil {
+		hdr.Size, hdr.Format, hdr.PAXRecords = pl.encoded, tar.FormatPAX, map[string]string{GitPackRecord: "1"}
+		if err := p.tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		sum, err := pl.write(p.tw, f)
+		if err != nil {
+			return err
+		}
+		p.sentBytes += pl.encoded
+		e.Mode, e.Size, e.SHA256, e.Stat = fi.Mode().Perm(), fi.Size(), sum, statKey(fi)
+		return nil
+	}
 	if err := p.tw.WriteHeader(hdr); err != nil {
 		return err
 	}
 	h := sha256.New()
-	if _, err := io.CopyN(io.MultiWriter(p.tw, h), f, fi.Size()); err != nil {
+	var w io.Writer = io.MultiWriter(p.tw, h)
+	var blob hash.Hash
+	var adler hash.Hash32
+	if p.blobs != nil && !isGitPath(s.name) {
+		blob, adler = sha1.New(), adler32.New()
+		fmt.Fprintf(blob, "blob %d\x00", fi.Size())
+		w = io.MultiWriter(p.tw, h, blob, adler)
+	}
+	if _, err := io.CopyN(w, f, fi.Size()); err != nil {
 		return fmt.Errorf("%w (did it shrink while being read?)", err)
 	}
 	p.sentBytes += fi.Size()
 	e.Mode, e.Size, e.SHA256, e.Stat = fi.Mode().Perm(), fi.Size(), hex.EncodeToString(h.Sum(nil)), statKey(fi)
+	if blob != nil {
+		var name [20]byte
+		blob.Sum(name[:0])
+		if _, dup := p.blobs[name]; !dup {
+			p.blobs[name] = &blobRef{path: s.name, size: fi.Size(), adler: adler.Sum32()}
+		}
+	}
 	return nil
+}
+
+// planPacks plans the transfer form of every pack about to be sent (see
+// GitPackRecord), once the work tree is in the stream.
+func (p *packer) planPacks(srcs []source) error {
+	for _, s := range srcs {
+		if s.root == nil || !packName.MatchString(s.name) {
+			continue
+		}
+		pl, err := planPack(s.root, s.rel, p.blobs)
+		if err != nil {
+			return fmt.Errorf("%q: %w", s.name, err)
+		}
+		if pl != nil {
+			if p.plans == nil {
+				p.plans = map[string]*packPlan{}
+			}
+			p.plans[s.name] = pl
+			p.packs.PacksRebuilt++
+			p.packs.BlobsRebuilt += pl.files
+		}
+	}
+	return nil
+}
+
+// resendPacks adds to an incremental import the pack of every index it
+// sends: a guest's index may be its own, written for a rebuilt pack, and
+// a host index must never land beside it.
+func resendPacks(m *Manifest, srcs []source, send []int, sendSrc []source) ([]int, []source) {
+	sending := map[string]bool{}
+	for _, s := range sendSrc {
+		sending[s.name] = true
+	}
+	for _, s := range slices.Clone(sendSrc) {
+		pack := packSibling(s.name)
+		if pack == "" || sending[pack] {
+			continue
+		}
+		i, ok := slices.BinarySearchFunc(m.Entries, pack, func(e Entry, p string) int { return strings.Compare(e.Path, p) })
+		j := slices.IndexFunc(srcs, func(s source) bool { return s.name == pack })
+		if ok && j >= 0 {
+			send, sendSrc = append(send, i), append(sendSrc, srcs[j])
+			sending[pack] = true
+		}
+	}
+	return send, sendSrc
 }
 
 // writeDeletions writes the deletion entry (see DeletionsRecord).

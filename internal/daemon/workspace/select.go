@@ -112,11 +112,22 @@ func ruleFor(rel string) gitDirRule {
 		return gitSkip
 	case strings.HasSuffix(rel, ".lock"):
 		return gitSkip
+	case strings.HasPrefix(rel, "objects/pack/") && (strings.HasPrefix(path.Base(rel), "multi-pack-index") ||
+		strings.HasSuffix(rel, ".rev") || strings.HasSuffix(rel, ".bitmap")):
+		// Offsets into packs, which the guest may rebuild (GitPackRecord);
+		// git does without them: it computes reverse indexes when it needs
+		// them, and bitmaps and the multi-pack index only speed it up.
+		return gitSkip
 	case rel == "config":
 		return gitConfig
 	}
 	return gitKeep
 }
+
+// gitSkeleton are the directories of a git directory sent even when
+// empty: git does not take a directory without refs/ and objects/ for a
+// repository, and a gc'd one often has every ref packed.
+var gitSkeleton = []string{"refs", "refs/heads", "refs/tags", "objects", "objects/info", "objects/pack"}
 
 // perWorktree names the files of a linked worktree's own git directory
 // that the guest's .git takes from it rather than from the common one.
@@ -187,6 +198,9 @@ func gitFiles(ctx context.Context, g Git, gitDir, commonDir, prefix string, user
 		}
 		if d.Type().IsRegular() {
 			srcs = append(srcs, source{name: prefix + rel, root: root, rel: rel})
+		}
+		if d.IsDir() && slices.Contains(gitSkeleton, rel) {
+			srcs = append(srcs, source{name: prefix + rel, root: root, rel: rel, dir: true})
 		}
 		return nil
 	})

@@ -1,0 +1,387 @@
+package guestinit
+
+import (
+	"archive/tar"
+	"bufio"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/adler32"
+	"hash/crc32"
+	"io"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"syscall"
+)
+
+// GitPackRecord is the PAX record marking a git pack in transfer form (the
+// workspace package writes it under the same key; its doc has the format):
+// the pack's entries as they are, except whole blobs whose content is a
+// work-tree file of the same archive, which come as a reference to that
+// file. gitPack rebuilds the pack from it and writes its index.
+const GitPackRecord = "BANGER.gitpack"
+
+// Limits on what a transfer form may ask for.
+const (
+	maxPackObjects = 1 << 26 // objects in one pack
+	maxPackPath    = 1 << 16 // bytes of a referenced file's name
+)
+
+// packObject is one object of the pack being rebuilt, for its index.
+type packObject struct {
+	sha [20]byte
+	off int64 // in the rebuilt pack
+	crc uint32
+}
+
+// packWriter writes a pack's bytes, hashing all of them for the trailer
+// and the current entry's for its CRC32.
+type packWriter struct {
+	w   *bufio.Writer
+	sum hash.Hash
+	crc uint32
+	off int64
+}
+
+func (pw *packWriter) Write(b []byte) (int, error) {
+	n, err := pw.w.Write(b)
+	pw.sum.Write(b[:n])
+	pw.crc = crc32.Update(pw.crc, crc32.IEEETable, b[:n])
+	pw.off += int64(n)
+	return n, err
+}
+
+// gitPack rebuilds the pack name from its transfer form in body (size
+// bytes) and writes its index beside it, both under their final names
+// only once complete. Referenced files must be regular files this
+// extraction wrote, still holding the content the host sent (their
+// Adler-32 is checked as they are read back).
+func (x *extractor) gitPack(name string, hdr *tar.Header, body io.Reader, size int64) (err error) {
+	if !strings.HasSuffix(name, ".pack") {
+		return errors.New("a git pack must be named *.pack")
+	}
+	dir := path.Dir(name)
+	if dir != "." {
+		if err := x.mkdirAll(dir); err != nil {
+			return err
+		}
+	}
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	tmpPack := path.Join(dir, "tmp_pack_banger_"+hex.EncodeToString(rnd[:]))
+	tmpIdx := path.Join(dir, "tmp_idx_banger_"+hex.EncodeToString(rnd[:]))
+	f, err := x.root.OpenFile(tmpPack, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+		if err != nil {
+			x.root.Remove(tmpPack)
+			x.root.Remove(tmpIdx)
+		}
+	}()
+	pw := &packWriter{w: bufio.NewWriterSize(f, 256<<10), sum: sha1.New()}
+	objs, err := x.rebuildPack(pw, bufio.NewReaderSize(io.LimitReader(body, size), 256<<10))
+	if err != nil {
+		return err
+	}
+	var trailer [20]byte
+	pw.sum.Sum(trailer[:0])
+	pw.w.Write(trailer[:])
+	if err := pw.w.Flush(); err != nil {
+		return err
+	}
+	if err := x.finishOpenFile(f, hdr); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	f = nil
+	idx := packIndex(objs, trailer)
+	xf, err := x.root.OpenFile(tmpIdx, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = xf.Write(idx)
+	if err == nil {
+		err = x.finishOpenFile(xf, hdr)
+	}
+	if cerr := xf.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	// The pack first: git finds packs by their index.
+	if err := x.replace(tmpPack, name); err != nil {
+		return err
+	}
+	return x.replace(tmpIdx, strings.TrimSuffix(name, ".pack")+".idx")
+}
+
+// replace renames from onto to, unlinking a non-directory in the way.
+func (x *extractor) replace(from, to string) error {
+	if err := x.unlink(to); err != nil {
+		return err
+	}
+	return x.root.Rename(from, to)
+}
+
+// rebuildPack copies the transfer form's entries into pw and returns the
+// objects for the index.
+func (x *extractor) rebuildPack(pw *packWriter, r *bufio.Reader) ([]packObject, error) {
+	tag, err := r.ReadByte()
+	if err != nil || tag != 'H' {
+		return nil, errors.New("transfer form: no pack header")
+	}
+	var head [12]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil {
+		return nil, fmt.Errorf("transfer form: %w", err)
+	}
+	version := binary.BigEndian.Uint32(head[4:])
+	count := binary.BigEndian.Uint32(head[8:])
+	if string(head[:4]) != "PACK" || (version != 2 && version != 3) || count > maxPackObjects {
+		return nil, fmt.Errorf("transfer form: bad pack header %x", head)
+	}
+	pw.Write(head[:])
+	objs := make([]packObject, 0, count)
+	// Old (host) offsets of the entries so far, in order, for OFS_DELTA.
+	oldOffs := make([]int64, 0, count)
+	oldOff := int64(12)
+	buf := make([]byte, 5+0xffff) // a stored zlib block and its header
+	for {
+		tag, err := r.ReadByte()
+		if err != nil {
+			return nil, fmt.Errorf("transfer form: %w", io.ErrUnexpectedEOF)
+		}
+		if tag == 'E' {
+			break
+		}
+		if len(objs) == int(count) {
+			return nil, fmt.Errorf("transfer form: more than the %d objects of its header", count)
+		}
+		var o packObject
+		if _, err := io.ReadFull(r, o.sha[:]); err != nil {
+			return nil, fmt.Errorf("transfer form: %w", err)
+		}
+		o.off, pw.crc = pw.off, 0
+		n, err := binary.ReadUvarint(r)
+		if err != nil || n == 0 || n > 1<<40 {
+			return nil, errors.New("transfer form: bad entry length")
+		}
+		oldLen := int64(n)
+		switch tag {
+		case 'R':
+			err = copyEntry(pw, r, oldLen, oldOff, oldOffs, objs, buf)
+		case 'F':
+			err = x.blobFromFile(pw, r, buf)
+		default:
+			return nil, fmt.Errorf("transfer form: unknown record %q", tag)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("object %x: %w", o.sha, err)
+		}
+		o.crc = pw.crc
+		objs = append(objs, o)
+		oldOffs = append(oldOffs, oldOff)
+		oldOff += oldLen
+	}
+	if len(objs) != int(count) {
+		return nil, fmt.Errorf("transfer form: %d objects, its header says %d", len(objs), count)
+	}
+	if _, err := r.ReadByte(); err != io.EOF {
+		return nil, errors.New("transfer form: data after its end")
+	}
+	return objs, nil
+}
+
+// copyEntry copies one entry of n bytes, re-encoding an OFS_DELTA's
+// distance to its base for the rebuilt pack.
+func copyEntry(pw *packWriter, r *bufio.Reader, n, oldOff int64, oldOffs []int64, objs []packObject, buf []byte) error {
+	newOff := pw.off
+	var head [32]byte
+	k := 0
+	c, err := r.ReadByte()
+	if err != nil {
+		return err
+	}
+	head[k], k = c, k+1
+	typ := int(c>>4) & 7
+	for c&0x80 != 0 {
+		if c, err = r.ReadByte(); err != nil {
+			return err
+		}
+		if k == 11 {
+			return errors.New("entry header too long")
+		}
+		head[k], k = c, k+1
+	}
+	switch typ {
+	case 1, 2, 3, 4, 7:
+		pw.Write(head[:k])
+	case objOfsDelta:
+		c, err := r.ReadByte()
+		if err != nil {
+			return err
+		}
+		used := k + 1
+		dist := int64(c & 0x7f)
+		for c&0x80 != 0 {
+			if c, err = r.ReadByte(); err != nil {
+				return err
+			}
+			if used++; used > k+10 {
+				return errors.New("delta base distance too long")
+			}
+			dist = (dist+1)<<7 | int64(c&0x7f)
+		}
+		i, ok := slices.BinarySearch(oldOffs, oldOff-dist)
+		if dist <= 0 || !ok {
+			return errors.New("delta base is not an earlier entry")
+		}
+		pw.Write(head[:k])
+		pw.Write(ofsDistance(newOff - objs[i].off))
+		k = used
+	default:
+		return fmt.Errorf("entry of unknown type %d", typ)
+	}
+	if int64(k) > n {
+		return errors.New("entry shorter than its header")
+	}
+	_, err = io.CopyBuffer(pw, io.LimitReader(r, n-int64(k)), buf)
+	return err
+}
+
+// objOfsDelta is the pack type of a delta naming its base by distance.
+const objOfsDelta = 6
+
+// ofsDistance encodes an OFS_DELTA base distance as git does.
+func ofsDistance(d int64) []byte {
+	var b [10]byte
+	i := len(b) - 1
+	b[i] = byte(d & 0x7f)
+	for d >>= 7; d != 0; d >>= 7 {
+		d--
+		i--
+		b[i] = 0x80 | byte(d&0x7f)
+	}
+	return b[i:]
+}
+
+// blobFromFile writes a blob entry whose content is a file this extraction
+// wrote, zlib-stored (no compression: the guest's CPU is the scarce part).
+func (x *extractor) blobFromFile(pw *packWriter, r *bufio.Reader, buf []byte) error {
+	size, err := binary.ReadUvarint(r)
+	if err != nil {
+		return errors.New("transfer form: bad blob size")
+	}
+	want, err := binary.ReadUvarint(r)
+	if err != nil || want > 0xffffffff {
+		return errors.New("transfer form: bad blob checksum")
+	}
+	plen, err := binary.ReadUvarint(r)
+	if err != nil || plen == 0 || plen > maxPackPath {
+		return errors.New("transfer form: bad file name")
+	}
+	pb := make([]byte, plen)
+	if _, err := io.ReadFull(r, pb); err != nil {
+		return err
+	}
+	name, err := entryName(string(pb))
+	if err != nil || !x.written[name] {
+		return fmt.Errorf("blob from %q: not a file of this archive", pb)
+	}
+	f, err := x.root.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Size() != int64(size) {
+		return fmt.Errorf("blob from %q: the file changed in the guest during the import", name)
+	}
+	// Header: type blob, size.
+	var head [16]byte
+	k := 0
+	c := byte(3<<4) | byte(size&15)
+	for s := size >> 4; s != 0; s >>= 7 {
+		head[k], k = c|0x80, k+1
+		c = byte(s & 0x7f)
+	}
+	head[k], k = c, k+1
+	pw.Write(head[:k])
+	pw.Write([]byte{0x78, 0x01}) // zlib, no compression
+	sum := adler32.New()
+	left := int64(size)
+	for first := true; first || left > 0; first = false {
+		chunk := min(left, 0xffff)
+		blk := buf[:5+chunk]
+		if _, err := io.ReadFull(f, blk[5:]); err != nil {
+			return fmt.Errorf("blob from %q: the file changed in the guest during the import", name)
+		}
+		left -= chunk
+		blk[0] = 0
+		if left == 0 {
+			blk[0] = 1 // the final block
+		}
+		binary.LittleEndian.PutUint16(blk[1:], uint16(chunk))
+		binary.LittleEndian.PutUint16(blk[3:], ^uint16(chunk))
+		sum.Write(blk[5:])
+		pw.Write(blk)
+	}
+	if sum.Sum32() != uint32(want) {
+		return fmt.Errorf("blob from %q: the file changed in the guest during the import", name)
+	}
+	var tail [4]byte
+	binary.BigEndian.PutUint32(tail[:], sum.Sum32())
+	pw.Write(tail[:])
+	return nil
+}
+
+// packIndex is a version 2 index of objs for the pack whose checksum is
+// packSum.
+func packIndex(objs []packObject, packSum [20]byte) []byte {
+	slices.SortFunc(objs, func(a, b packObject) int { return strings.Compare(string(a.sha[:]), string(b.sha[:])) })
+	n := len(objs)
+	out := make([]byte, 0, 8+256*4+n*28+40+20)
+	out = append(out, 0xff, 't', 'O', 'c', 0, 0, 0, 2)
+	var fan [256]uint32
+	for _, o := range objs {
+		fan[o.sha[0]]++
+	}
+	total := uint32(0)
+	for i := range fan {
+		total += fan[i]
+		out = binary.BigEndian.AppendUint32(out, total)
+	}
+	for _, o := range objs {
+		out = append(out, o.sha[:]...)
+	}
+	for _, o := range objs {
+		out = binary.BigEndian.AppendUint32(out, o.crc)
+	}
+	var large []int64
+	for _, o := range objs {
+		if o.off < 0x80000000 {
+			out = binary.BigEndian.AppendUint32(out, uint32(o.off))
+			continue
+		}
+		out = binary.BigEndian.AppendUint32(out, 0x80000000|uint32(len(large)))
+		large = append(large, o.off)
+	}
+	for _, off := range large {
+		out = binary.BigEndian.AppendUint64(out, uint64(off))
+	}
+	out = append(out, packSum[:]...)
+	sum := sha1.Sum(out)
+	return append(out, sum[:]...)
+}
