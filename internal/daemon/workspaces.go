@@ -172,16 +172,21 @@ func (w *workspaceManager) prepareAs(ctx context.Context, peer rpc.PeerCred, p w
 		return res, err
 	}
 
-	ps, err := w.workspaceInspectRepo(ctx, peer, p.Path, in)
-	if err != nil {
-		return res, err
-	}
-	defer ps.close()
 	client, hangUp, err := w.dialScoped(ctx, h)
 	if err != nil {
 		return res, err
 	}
 	defer hangUp()
+	// Asked at every import rather than remembered: it costs one exec,
+	// and nothing is kept for a VM that goes away.
+	if in.Guest, err = guestUntarFeatures(ctx, client, workspace.GuestFeaturesArgv()); err != nil {
+		return res, fmt.Errorf("vm %q: asking its untar what it understands: %w", vm.Name, err)
+	}
+	ps, err := w.workspaceInspectRepo(ctx, peer, p.Path, in)
+	if err != nil {
+		return res, err
+	}
+	defer ps.close()
 	ierr := w.workspaceImport(ctx, client, dest, ps)
 	if ierr != nil {
 		ps.close() // the packer may be blocked writing: end it
@@ -226,6 +231,32 @@ func (w *workspaceManager) prepareAs(ctx context.Context, peer rpc.PeerCred, p w
 		Files:       st.Files, Sent: st.Sent, SentBytes: st.SentBytes, Deleted: st.Deleted,
 		Dirty: len(out.Repo.Dirty), Untracked: len(out.Repo.Untracked), Notes: out.Repo.Notes,
 	}, nil
+}
+
+// guestUntarFeatures asks the guest init's untar what it understands
+// beyond plain tar (workspace.GuestFeaturesArgv). A VM's init is the one
+// its image was built with: an older one fails the question, and gets the
+// forms every init understands.
+func guestUntarFeatures(ctx context.Context, client *ssh.Client, argv []string) (workspace.PackOptions, error) {
+	var opt workspace.PackOptions
+	stdout := &system.HeadBuffer{Max: 1 << 10}
+	s, err := guest.Start(client, guest.Command{
+		Command: guestinit.EncodeArgv(argv),
+		Stdout:  stdout,
+	})
+	if err != nil {
+		return opt, err
+	}
+	code, _, err := s.Wait()
+	if err != nil || code != 0 {
+		return opt, err
+	}
+	for _, f := range strings.Fields(stdout.String()) {
+		if f == workspace.FeatureGitPack {
+			opt.GitPacks = true
+		}
+	}
+	return opt, nil
 }
 
 // guestUntar is the workspaceImport seam's implementation: the guest

@@ -62,6 +62,8 @@ type wsPackInput struct {
 	Root     string              `json:"root,omitempty"`
 	Manifest *workspace.Manifest `json:"manifest,omitempty"`
 	GitOnly  bool                `json:"git_only,omitempty"`
+	// Guest is what the guest's untar understands.
+	Guest workspace.PackOptions `json:"guest"`
 }
 
 // wsPackOutput is what the pack helper made.
@@ -262,7 +264,7 @@ func serveWorkspacePack(ctx context.Context, path string, stdin io.Reader, stdou
 		prev = in.Manifest
 	}
 	w := bufio.NewWriterSize(stdout, 256<<10)
-	m, err := workspace.Pack(ctx, g, repo, w, prev)
+	m, err := workspace.PackWith(ctx, g, repo, w, prev, in.Guest)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ const InitPath = "/.banger/init"
 // Built-in commands, the second element of such an argv:
 //
 //	["/.banger/init", "untar", DEST]        extract the tar on stdin under DEST
+//	["/.banger/init", "features"]           print UntarFeatures
 //	["/.banger/init", "tar", SRC, PATH...]  write a tar of SRC/PATH... to stdout
 //	["/.banger/init", "authorize", KEY]     authorize a user's SSH key (UserKeysPath)
 //	["/.banger/init", "poweroff"]           power the guest off after replying
@@ -21,6 +22,7 @@ const (
 	BuiltinUntar    = "untar"
 	BuiltinTar      = "tar"
 	BuiltinPoweroff = "poweroff"
+	BuiltinFeatures = "features"
 )
 
 // builtinIO is what a built-in runs with.
@@ -32,6 +34,13 @@ type builtinIO struct {
 	poweroff       func() // nil: poweroff is refused
 	userKeys       string // the authorize built-in's file
 }
+
+// UntarFeatures lists, space-separated, what this init's untar understands
+// beyond plain tar and deletions (the features built-in prints it): a
+// workspace import uses a newer form only when the guest says so, since a
+// VM's init is the one its image was built with. "gitpack": git packs in
+// transfer form (GitPackRecord).
+const UntarFeatures = "gitpack"
 
 // runBuiltin runs args (the argv after InitPath) and returns its exit
 // status, and what to do once that status has been reported.
@@ -58,6 +67,9 @@ func runBuiltin(args []string, bio builtinIO) (code int, after func()) {
 			return fail(1, "untar: %v", err)
 		}
 		return 0, nil
+	case BuiltinFeatures:
+		fmt.Fprintln(bio.stdout, UntarFeatures)
+		return 0, nil
 	case BuiltinTar:
 		if len(args) < 3 {
 			return fail(2, "usage: %s tar SRC PATH...", InitPath)
@@ -80,7 +92,7 @@ func runBuiltin(args []string, bio builtinIO) (code int, after func()) {
 		}
 		return 0, bio.poweroff
 	}
-	return fail(127, "%s: unknown built-in (have untar, tar, authorize, poweroff)", args[0])
+	return fail(127, "%s: unknown built-in (have untar, tar, authorize, poweroff, features)", args[0])
 }
 
 // Untar extracts the tar stream r under dest as the untar built-in does

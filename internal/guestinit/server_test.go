@@ -165,7 +165,8 @@ func TestExec(t *testing.T) {
 		{name: "missing command in PATH", cmd: EncodeArgv([]string{"no-such-command-xyz"}), want: result{code: 127, stderr: "banger-init: no-such-command-xyz: command not found\n"}},
 		{name: "not executable", cmd: EncodeArgv([]string{plain}), want: result{code: 126, stderr: "banger-init: " + plain + ": permission denied\n"}},
 		{name: "malformed argv", cmd: argvPrefix + "[", want: result{code: 127, stderr: "banger-init: malformed argv command: unexpected end of JSON input\n"}},
-		{name: "unknown built-in", cmd: EncodeArgv([]string{InitPath, "frobnicate"}), want: result{code: 127, stderr: "banger-init: frobnicate: unknown built-in (have untar, tar, authorize, poweroff)\n"}},
+		{name: "unknown built-in", cmd: EncodeArgv([]string{InitPath, "frobnicate"}), want: result{code: 127, stderr: "banger-init: frobnicate: unknown built-in (have untar, tar, authorize, poweroff, features)\n"}},
+		{name: "features", cmd: EncodeArgv([]string{InitPath, "features"}), want: result{code: 0, stdout: UntarFeatures + "\n"}},
 		{name: "unknown user", cmd: EncodeArgv([]string{"true"}), env: []string{"BANGER_USER=no-such-user-xyz"}, want: result{code: 1, stderr: "banger-init: user \"no-such-user-xyz\": no such user in the guest's /etc/passwd\n"}},
 	}
 	for _, tt := range tests {

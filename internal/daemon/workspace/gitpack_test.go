@@ -140,3 +140,47 @@ func packEntrySize(t *testing.T, b []byte, name string) int64 {
 		}
 	}
 }
+
+// TestPackWithoutGitPacks: for a guest that did not say it rebuilds packs,
+// the pack and its index go as they are.
+func TestPackWithoutGitPacks(t *testing.T) {
+	g := testGit(t)
+	dir := packedRepo(t, g)
+	repo, err := Inspect(context.Background(), g, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	m, err := PackWith(context.Background(), g, repo, &buf, nil, PackOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Stats.PacksRebuilt != 0 {
+		t.Errorf("stats %+v, want no pack rebuilt", m.Stats)
+	}
+	tr := tar.NewReader(bytes.NewReader(buf.Bytes()))
+	var packs []string
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.PAXRecords[GitPackRecord] != "" {
+			t.Errorf("%s sent in transfer form", h.Name)
+		}
+		if strings.HasPrefix(h.Name, ".git/objects/pack/pack-") {
+			packs = append(packs, h.Name)
+		}
+	}
+	if len(packs) != 2 {
+		t.Errorf("pack files sent: %q, want the pack and its index", packs)
+	}
+	guest := filepath.Join(t.TempDir(), "ws")
+	if err := guestinit.Untar(bytes.NewReader(buf.Bytes()), guest); err != nil {
+		t.Fatal(err)
+	}
+	run(t, g, guest, "fsck", "--full", "--strict", "--no-dangling")
+}

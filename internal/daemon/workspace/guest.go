@@ -8,6 +8,16 @@ const initPath = "/.banger/init"
 // stdin into dest (the guest init's untar built-in: no tar in the image).
 func GuestUntarArgv(dest string) []string { return []string{initPath, "untar", dest} }
 
+// GuestFeaturesArgv prints, space-separated, what the guest's untar
+// understands beyond plain tar (guestinit.UntarFeatures). An init older
+// than the question has no such built-in and fails (127, nothing done):
+// it understands nothing more.
+func GuestFeaturesArgv() []string { return []string{initPath, "features"} }
+
+// FeatureGitPack: the guest rebuilds git packs sent in transfer form
+// (GitPackRecord).
+const FeatureGitPack = "gitpack"
+
 // GuestTreeArgv is the guest command that writes the workspace at dest to
 // its stdout as a tar, Export's tree (the guest init's tar built-in: no
 // tar or git needed in the image).

@@ -41,7 +41,21 @@ const deletionsName = ".banger-deletions"
 // Memory stays bounded whatever the file sizes: contents are streamed
 // from disk and hashed on the way. A file whose stat (inode, size, mtime,
 // ctime) matches prev is not read at all.
+//
+// Pack is PackWith with every option of this version's guest init on.
 func Pack(ctx context.Context, g Git, repo *Repo, w io.Writer, prev *Manifest) (*Manifest, error) {
+	return PackWith(ctx, g, repo, w, prev, PackOptions{GitPacks: true})
+}
+
+// PackOptions says which newer forms the receiving guest understands
+// (GuestFeaturesArgv).
+type PackOptions struct {
+	// GitPacks: packs may go in transfer form (GitPackRecord).
+	GitPacks bool
+}
+
+// PackWith is Pack for a guest that understands what opt says.
+func PackWith(ctx context.Context, g Git, repo *Repo, w io.Writer, prev *Manifest, opt PackOptions) (*Manifest, error) {
 	srcs, closeRoots, err := sources(ctx, g, repo)
 	defer closeRoots()
 	if err != nil {
@@ -69,7 +83,7 @@ func Pack(ctx context.Context, g Git, repo *Repo, w io.Writer, prev *Manifest) (
 		}
 	}
 	send, sendSrc = resendPacks(m, srcs, send, sendSrc)
-	if repo.IsGit && repo.ObjectFormat == "sha1" {
+	if opt.GitPacks && repo.IsGit && repo.ObjectFormat == "sha1" {
 		p.blobs = map[[20]byte]*blobRef{}
 	}
 	var deleted []string
