@@ -49,7 +49,7 @@ func BenchmarkWorkspaceGuest(b *testing.B) {
 	repo, files := syntheticRepo(b, g, 20000, 100<<20)
 
 	var first, baseline, incr time.Duration
-	var sentMiB float64
+	var sentMiB, wireMiB float64
 	for i := 0; i < b.N; i++ {
 		name := fmt.Sprintf("w%d", i)
 		d.ok("create", "--image", "busybox", "--name", name, "--disk", "2", "--mem", "512")
@@ -74,10 +74,12 @@ func BenchmarkWorkspaceGuest(b *testing.B) {
 		first += time.Since(start)
 		var res struct {
 			SentBytes int64 `json:"sent_bytes"`
+			WireBytes int64 `json:"wire_bytes"`
 			Files     int
 		}
 		json.Unmarshal([]byte(out), &res)
 		sentMiB += float64(res.SentBytes) / (1 << 20)
+		wireMiB += float64(res.WireBytes) / (1 << 20)
 
 		for j := 0; j < 10; j++ {
 			p := filepath.Join(repo, files[(i*10+j*997)%len(files)])
@@ -94,5 +96,6 @@ func BenchmarkWorkspaceGuest(b *testing.B) {
 	b.ReportMetric(float64(baseline/n)/float64(time.Second), "tar-pipeline-s")
 	b.ReportMetric(float64(baseline)/float64(first), "pipeline/banger")
 	b.ReportMetric(sentMiB/float64(b.N), "banger-MiB-sent")
+	b.ReportMetric(wireMiB/float64(b.N), "banger-MiB-wire")
 	b.ReportMetric(float64(incr/n)/float64(time.Millisecond), "incremental-ms")
 }

@@ -104,8 +104,8 @@ func (a *app) printPrepared(res rpc.WorkspacePrepareResult) error {
 		kind = "incremental"
 	}
 	fmt.Fprintf(a.stdout, "Workspace %s (%s) -> vm %s:%s\n", res.HostPath, what, res.VM, res.Dest)
-	fmt.Fprintf(a.stdout, "%s import: %d files in the guest, %d sent (%s), %d deleted\n",
-		kind, res.Files, res.Sent, humanBytes(res.SentBytes), res.Deleted)
+	fmt.Fprintf(a.stdout, "%s import: %d files in the guest, %d sent (%s, %s on the wire), %d deleted\n",
+		kind, res.Files, res.Sent, humanBytes(res.SentBytes), humanBytes(res.WireBytes), res.Deleted)
 	return nil
 }
 

@@ -48,7 +48,7 @@ type workspaceManager struct {
 	workspaceInspectRepo func(ctx context.Context, peer rpc.PeerCred, path string, in wsPackInput) (*wsPackStream, error)
 	// workspaceImport streams a pack into the guest at dest (the guest
 	// init's untar built-in over SSH).
-	workspaceImport func(ctx context.Context, client *ssh.Client, dest string, r io.Reader) error
+	workspaceImport func(ctx context.Context, client *ssh.Client, argv []string, r io.Reader) error
 	// workspaceExport applies the guest's tree and bundle to the caller's
 	// repository as the caller (callerFiles.exportAsCaller).
 	workspaceExport func(ctx context.Context, peer rpc.PeerCred, req wsExportRequest, tree io.Reader, bundle *os.File) (*workspace.ExportResult, error)
@@ -187,7 +187,7 @@ func (w *workspaceManager) prepareAs(ctx context.Context, peer rpc.PeerCred, p w
 		return res, err
 	}
 	defer ps.close()
-	ierr := w.workspaceImport(ctx, client, dest, ps)
+	ierr := w.workspaceImport(ctx, client, workspace.GuestUntarArgv(dest, in.Guest), ps)
 	if ierr != nil {
 		ps.close() // the packer may be blocked writing: end it
 	}
@@ -223,12 +223,13 @@ func (w *workspaceManager) prepareAs(ctx context.Context, peer rpc.PeerCred, p w
 	}
 	st := out.Stats
 	w.logger.Info("workspace prepared", "vm", vm.Name, "path", out.Repo.Root, "dest", dest,
-		"files", st.Files, "sent", st.Sent, "sent_bytes", st.SentBytes, "deleted", st.Deleted)
+		"files", st.Files, "sent", st.Sent, "sent_bytes", st.SentBytes, "wire_bytes", out.WireBytes,
+		"packs_rebuilt", st.PacksRebuilt, "blobs_rebuilt", st.BlobsRebuilt, "deleted", st.Deleted)
 	return rpc.WorkspacePrepareResult{
 		VM: vm.Name, HostPath: out.Repo.Root, Dest: dest, IsGit: out.Repo.IsGit,
 		Base: out.Manifest.Base, Branch: out.Repo.Branch, Detached: out.Repo.Detached,
 		Incremental: in.Manifest != nil && in.Root == out.Repo.Root,
-		Files:       st.Files, Sent: st.Sent, SentBytes: st.SentBytes, Deleted: st.Deleted,
+		Files:       st.Files, Sent: st.Sent, SentBytes: st.SentBytes, WireBytes: out.WireBytes, Deleted: st.Deleted,
 		Dirty: len(out.Repo.Dirty), Untracked: len(out.Repo.Untracked), Notes: out.Repo.Notes,
 	}, nil
 }
@@ -252,8 +253,11 @@ func guestUntarFeatures(ctx context.Context, client *ssh.Client, argv []string) 
 		return opt, err
 	}
 	for _, f := range strings.Fields(stdout.String()) {
-		if f == workspace.FeatureGitPack {
+		switch f {
+		case workspace.FeatureGitPack:
 			opt.GitPacks = true
+		case workspace.FeatureZstd:
+			opt.Zstd = true
 		}
 	}
 	return opt, nil
@@ -261,10 +265,10 @@ func guestUntarFeatures(ctx context.Context, client *ssh.Client, argv []string) 
 
 // guestUntar is the workspaceImport seam's implementation: the guest
 // init's untar built-in reads r into dest.
-func guestUntar(ctx context.Context, client *ssh.Client, dest string, r io.Reader) error {
+func guestUntar(ctx context.Context, client *ssh.Client, argv []string, r io.Reader) error {
 	stderr := &system.HeadBuffer{Max: 8 << 10}
 	s, err := guest.Start(client, guest.Command{
-		Command: guestinit.EncodeArgv(workspace.GuestUntarArgv(dest)),
+		Command: guestinit.EncodeArgv(argv),
 		Stdin:   r,
 		Stderr:  stderr,
 	})

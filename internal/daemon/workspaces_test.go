@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/klauspost/compress/zstd"
 	"io"
 	"os"
 	"os/exec"
@@ -184,18 +185,30 @@ type slowPack struct {
 	closed  atomic.Bool
 }
 
-func (s *slowPack) inspect(ctx context.Context, _ rpc.PeerCred, _ string, _ wsPackInput) (*wsPackStream, error) {
+func (s *slowPack) inspect(ctx context.Context, _ rpc.PeerCred, _ string, in wsPackInput) (*wsPackStream, error) {
 	pr, pw := io.Pipe()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		tw := tar.NewWriter(pw)
+		var w io.Writer = pw
+		flush := func() error { return nil }
+		if in.Guest.Zstd { // as the helper would send it
+			zw, err := zstd.NewWriter(pw)
+			if err != nil {
+				return
+			}
+			w, flush = zw, zw.Flush
+		}
+		tw := tar.NewWriter(w)
 		if err := tw.WriteHeader(&tar.Header{Name: "big", Mode: 0o644, Size: 1 << 30, Typeflag: tar.TypeReg}); err != nil {
 			return
 		}
 		chunk := make([]byte, 4096)
 		for {
 			if _, err := tw.Write(chunk); err != nil {
+				return
+			}
+			if err := flush(); err != nil {
 				return
 			}
 			s.once.Do(func() { close(s.started) })

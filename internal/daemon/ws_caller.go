@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/klauspost/compress/zstd"
 	"io"
 	"os"
 	"os/exec"
@@ -71,6 +72,8 @@ type wsPackOutput struct {
 	Repo     *workspace.Repo     `json:"repo"`
 	Manifest *workspace.Manifest `json:"manifest"`
 	Stats    workspace.PackStats `json:"stats"`
+	// WireBytes is the stream's size as the guest reads it.
+	WireBytes int64 `json:"wire_bytes"`
 }
 
 // wsExportRequest is what the export helper is asked to do.
@@ -263,15 +266,34 @@ func serveWorkspacePack(ctx context.Context, path string, stdin io.Reader, stdou
 	if in.Root == repo.Root && in.Manifest != nil {
 		prev = in.Manifest
 	}
-	w := bufio.NewWriterSize(stdout, 256<<10)
-	m, err := workspace.PackWith(ctx, g, repo, w, prev, in.Guest)
+	wire := &countingWriter{w: stdout}
+	w := bufio.NewWriterSize(wire, 256<<10)
+	var tw io.Writer = w
+	var zw *zstd.Encoder
+	if in.Guest.Zstd {
+		// The fastest level: the host compresses several times faster
+		// than the guest's SSH decrypts, and a checkout's text shrinks
+		// 3-4x; incompressible content (packs, media) goes as raw blocks.
+		// A 4 MiB window bounds the guest's decoder.
+		zw, err = zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithWindowSize(4<<20))
+		if err != nil {
+			return err
+		}
+		tw = zw
+	}
+	m, err := workspace.PackWith(ctx, g, repo, tw, prev, in.Guest)
 	if err != nil {
 		return err
+	}
+	if zw != nil {
+		if err := zw.Close(); err != nil {
+			return err
+		}
 	}
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	return json.NewEncoder(meta).Encode(wsPackOutput{Repo: repo, Manifest: m, Stats: m.Stats})
+	return json.NewEncoder(meta).Encode(wsPackOutput{Repo: repo, Manifest: m, Stats: m.Stats, WireBytes: wire.n})
 }
 
 // ServeWorkspaceExport is the export helper (`banger internal
@@ -344,4 +366,16 @@ func helperExit(err error, stderr io.Writer) int {
 		return wsExitInvalid
 	}
 	return 1
+}
+
+// countingWriter counts what goes through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
 }

@@ -55,12 +55,12 @@ func TestGuestUntarFeatures(t *testing.T) {
 	defer c.Close()
 
 	opt, err := guestUntarFeatures(ctx, c, workspace.GuestFeaturesArgv())
-	if err != nil || !opt.GitPacks {
-		t.Errorf("this init: %+v, %v; want GitPacks", opt, err)
+	if err != nil || !opt.GitPacks || !opt.Zstd {
+		t.Errorf("this init: %+v, %v; want GitPacks and Zstd", opt, err)
 	}
 	old := []string{guestinit.InitPath, "no-such-built-in"} // what an older init answers
 	opt, err = guestUntarFeatures(ctx, c, old)
-	if err != nil || opt.GitPacks {
+	if err != nil || opt != (workspace.PackOptions{}) {
 		t.Errorf("an older init: %+v, %v; want nothing and no error", opt, err)
 	}
 }

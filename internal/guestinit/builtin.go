@@ -2,6 +2,7 @@ package guestinit
 
 import (
 	"fmt"
+	"github.com/klauspost/compress/zstd"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ const InitPath = "/.banger/init"
 // Built-in commands, the second element of such an argv:
 //
 //	["/.banger/init", "untar", DEST]        extract the tar on stdin under DEST
+//	["/.banger/init", "untar", "--zstd", DEST]  the same, zstd-compressed
 //	["/.banger/init", "features"]           print UntarFeatures
 //	["/.banger/init", "tar", SRC, PATH...]  write a tar of SRC/PATH... to stdout
 //	["/.banger/init", "authorize", KEY]     authorize a user's SSH key (UserKeysPath)
@@ -39,8 +41,8 @@ type builtinIO struct {
 // beyond plain tar and deletions (the features built-in prints it): a
 // workspace import uses a newer form only when the guest says so, since a
 // VM's init is the one its image was built with. "gitpack": git packs in
-// transfer form (GitPackRecord).
-const UntarFeatures = "gitpack"
+// transfer form (GitPackRecord); "zstd": untar --zstd.
+const UntarFeatures = "gitpack zstd"
 
 // runBuiltin runs args (the argv after InitPath) and returns its exit
 // status, and what to do once that status has been reported.
@@ -60,10 +62,19 @@ func runBuiltin(args []string, bio builtinIO) (code int, after func()) {
 	}
 	switch args[0] {
 	case BuiltinUntar:
-		if len(args) != 2 {
-			return fail(2, "usage: %s untar DEST", InitPath)
+		in := bio.stdin
+		if len(args) == 3 && args[1] == "--zstd" {
+			zr, err := zstd.NewReader(in, zstd.WithDecoderMaxWindow(64<<20), zstd.WithDecoderMaxMemory(256<<20))
+			if err != nil {
+				return fail(1, "untar: %v", err)
+			}
+			defer zr.Close()
+			in, args = zr, args[1:]
 		}
-		if err := extractTar(bio.stdin, abs(args[1]), bio.uid, bio.gid); err != nil {
+		if len(args) != 2 {
+			return fail(2, "usage: %s untar [--zstd] DEST", InitPath)
+		}
+		if err := extractTar(in, abs(args[1]), bio.uid, bio.gid); err != nil {
 			return fail(1, "untar: %v", err)
 		}
 		return 0, nil

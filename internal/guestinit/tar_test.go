@@ -3,6 +3,7 @@ package guestinit
 import (
 	"archive/tar"
 	"bytes"
+	"github.com/klauspost/compress/zstd"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -280,6 +281,24 @@ func TestTarBuiltinsOverSSH(t *testing.T) {
 	}
 	if readFile(t, filepath.Join(base, "in/guest/dir/sub/file")) != "contents\n" {
 		t.Error("untar over SSH did not extract dir/sub/file")
+	}
+
+	// untar --zstd reads a compressed stream; a corrupt one fails naming
+	// the decoder's complaint, and a truncated one does too.
+	zenc, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := zenc.EncodeAll(stream.Bytes(), nil)
+	got = run(t, c, EncodeArgv([]string{InitPath, "untar", "--zstd", "in/zstd"}), string(z), "BANGER_WORKDIR="+base)
+	if got != (result{}) || readFile(t, filepath.Join(base, "in/zstd/dir/sub/file")) != "contents\n" {
+		t.Fatalf("untar --zstd: %+v", got)
+	}
+	for name, bad := range map[string][]byte{"corrupt": append([]byte("not zstd at all"), z...), "truncated": z[:len(z)/2]} {
+		got = run(t, c, EncodeArgv([]string{InitPath, "untar", "--zstd", "in/" + name}), string(bad), "BANGER_WORKDIR="+base)
+		if got.code != 1 || !strings.Contains(got.stderr, "banger-init: untar:") {
+			t.Errorf("untar --zstd of a %s stream: %+v", name, got)
+		}
 	}
 
 	// A hostile stream is refused with exit status 1.

@@ -472,6 +472,7 @@ type WorkspacePrepareResult struct {
 	Files       int      `json:"files"`      // entries the guest now holds
 	Sent        int      `json:"sent"`       // entries sent by this prepare
 	SentBytes   int64    `json:"sent_bytes"` // content bytes among them
+	WireBytes   int64    `json:"wire_bytes"` // the stream's bytes (archive framing, compression)
 	Deleted     int      `json:"deleted"`    // paths removed in the guest
 	Dirty       int      `json:"dirty"`      // tracked files differing from HEAD
 	Untracked   int      `json:"untracked"`  // untracked, not ignored files

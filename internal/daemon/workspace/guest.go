@@ -6,7 +6,12 @@ const initPath = "/.banger/init"
 
 // GuestUntarArgv is the guest command that receives a Pack stream on its
 // stdin into dest (the guest init's untar built-in: no tar in the image).
-func GuestUntarArgv(dest string) []string { return []string{initPath, "untar", dest} }
+func GuestUntarArgv(dest string, opt PackOptions) []string {
+	if opt.Zstd {
+		return []string{initPath, "untar", "--zstd", dest}
+	}
+	return []string{initPath, "untar", dest}
+}
 
 // GuestFeaturesArgv prints, space-separated, what the guest's untar
 // understands beyond plain tar (guestinit.UntarFeatures). An init older
@@ -17,6 +22,10 @@ func GuestFeaturesArgv() []string { return []string{initPath, "features"} }
 // FeatureGitPack: the guest rebuilds git packs sent in transfer form
 // (GitPackRecord).
 const FeatureGitPack = "gitpack"
+
+// FeatureZstd: the guest's untar reads a zstd-compressed stream
+// (GuestUntarArgv with Zstd).
+const FeatureZstd = "zstd"
 
 // GuestTreeArgv is the guest command that writes the workspace at dest to
 // its stdout as a tar, Export's tree (the guest init's tar built-in: no

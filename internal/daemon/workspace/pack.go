@@ -52,6 +52,9 @@ func Pack(ctx context.Context, g Git, repo *Repo, w io.Writer, prev *Manifest) (
 type PackOptions struct {
 	// GitPacks: packs may go in transfer form (GitPackRecord).
 	GitPacks bool
+	// Zstd: the guest's untar reads a zstd-compressed stream (the pack
+	// helper compresses it; Pack itself writes plain tar).
+	Zstd bool
 }
 
 // PackWith is Pack for a guest that understands what opt says.
