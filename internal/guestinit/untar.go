@@ -36,9 +36,10 @@ import (
 //
 // Regular files up to streamAbove are read ahead and created by
 // fileWriters goroutines in parallel; the reader does the rest in stream
-// order, and an entry that could depend on a pending file (the same name
-// or below it, a hard link, a symlink, a deletion list, the end) waits
-// for the pending files first, so the result is the sequential one.
+// order, and an entry that could depend on a pending file waits for the
+// pending files first (a file or directory at a pending file's name or
+// below it, any other kind of entry, the end), so the result is the
+// sequential one.
 //
 // A regular entry carrying the PAX record DeletionsRecord is not
 // extracted: it lists, NUL-separated, paths to remove under DEST (each
@@ -106,6 +107,7 @@ type extractor struct {
 	made map[string]bool
 	fds  dirCache
 	// pending holds the files handed to the writers since the last drain.
+	// made, fds and pending are the reader's only.
 	pending map[string]bool
 
 	jobs     chan fileJob
