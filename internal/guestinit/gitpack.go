@@ -13,11 +13,12 @@ import (
 	"hash/adler32"
 	"hash/crc32"
 	"io"
-	"os"
+	"io/fs"
 	"path"
 	"slices"
 	"strings"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // GitPackRecord is the PAX record marking a git pack in transfer form (the
@@ -66,75 +67,61 @@ func (x *extractor) gitPack(name string, hdr *tar.Header, body io.Reader, size i
 	if !strings.HasSuffix(name, ".pack") {
 		return errors.New("a git pack must be named *.pack")
 	}
-	dir := path.Dir(name)
-	if dir != "." {
-		if err := x.mkdirAll(dir); err != nil {
-			return err
-		}
+	dir, err := x.dir(path.Dir(name))
+	if err != nil {
+		return err
 	}
+	defer dir.release()
 	var rnd [8]byte
 	rand.Read(rnd[:])
-	tmpPack := path.Join(dir, "tmp_pack_banger_"+hex.EncodeToString(rnd[:]))
-	tmpIdx := path.Join(dir, "tmp_idx_banger_"+hex.EncodeToString(rnd[:]))
-	f, err := x.root.OpenFile(tmpPack, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
+	tmpPack := "tmp_pack_banger_" + hex.EncodeToString(rnd[:])
+	tmpIdx := "tmp_idx_banger_" + hex.EncodeToString(rnd[:])
 	defer func() {
-		if f != nil {
-			f.Close()
-		}
 		if err != nil {
-			x.root.Remove(tmpPack)
-			x.root.Remove(tmpIdx)
+			unix.Unlinkat(dir.fd, tmpPack, 0)
+			unix.Unlinkat(dir.fd, tmpIdx, 0)
 		}
 	}()
-	pw := &packWriter{w: bufio.NewWriterSize(f, 256<<10), sum: sha1.New()}
-	objs, err := x.rebuildPack(pw, bufio.NewReaderSize(io.LimitReader(body, size), 256<<10))
-	if err != nil {
-		return err
-	}
+	var objs []packObject
 	var trailer [20]byte
-	pw.sum.Sum(trailer[:0])
-	pw.w.Write(trailer[:])
-	if err := pw.w.Flush(); err != nil {
+	err = x.createFile(dir.fd, tmpPack, hdr.Mode, hdr.ModTime, func(fd int) error {
+		pw := &packWriter{w: bufio.NewWriterSize(fdWriter(fd), 256<<10), sum: sha1.New()}
+		var err error
+		if objs, err = x.rebuildPack(pw, bufio.NewReaderSize(io.LimitReader(body, size), 256<<10)); err != nil {
+			return err
+		}
+		pw.sum.Sum(trailer[:0])
+		pw.w.Write(trailer[:])
+		return pw.w.Flush()
+	})
+	if err != nil {
 		return err
 	}
-	if err := x.finishOpenFile(f, hdr); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	f = nil
 	idx := packIndex(objs, trailer)
-	xf, err := x.root.OpenFile(tmpIdx, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	if err := x.createFile(dir.fd, tmpIdx, hdr.Mode, hdr.ModTime, func(fd int) error { return writeAll(fd, idx) }); err != nil {
 		return err
 	}
-	_, err = xf.Write(idx)
-	if err == nil {
-		err = x.finishOpenFile(xf, hdr)
+	// The pack first: git finds packs by their index. A directory in
+	// the way is not replaced.
+	base := path.Base(name)
+	idxBase := strings.TrimSuffix(base, ".pack") + ".idx"
+	if err := unix.Renameat(dir.fd, tmpPack, dir.fd, base); err != nil {
+		return &fs.PathError{Op: "rename", Path: name, Err: err}
 	}
-	if cerr := xf.Close(); err == nil {
-		err = cerr
+	if err := unix.Renameat(dir.fd, tmpIdx, dir.fd, idxBase); err != nil {
+		return &fs.PathError{Op: "rename", Path: path.Join(path.Dir(name), idxBase), Err: err}
 	}
-	if err != nil {
-		return err
-	}
-	// The pack first: git finds packs by their index.
-	if err := x.replace(tmpPack, name); err != nil {
-		return err
-	}
-	return x.replace(tmpIdx, strings.TrimSuffix(name, ".pack")+".idx")
+	return nil
 }
 
-// replace renames from onto to, unlinking a non-directory in the way.
-func (x *extractor) replace(from, to string) error {
-	if err := x.unlink(to); err != nil {
-		return err
+// fdWriter writes to a raw descriptor.
+type fdWriter int
+
+func (w fdWriter) Write(b []byte) (int, error) {
+	if err := writeAll(int(w), b); err != nil {
+		return 0, err
 	}
-	return x.root.Rename(from, to)
+	return len(b), nil
 }
 
 // rebuildPack copies the transfer form's entries into pw and returns the
@@ -262,6 +249,24 @@ func copyEntry(pw *packWriter, r *bufio.Reader, n, oldOff int64, oldOffs []int64
 	return err
 }
 
+// fdReader reads a raw descriptor.
+type fdReader int
+
+func (r fdReader) Read(b []byte) (int, error) {
+	for {
+		n, err := unix.Read(int(r), b)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return 0, err
+		case n == 0 && len(b) > 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
 // objOfsDelta is the pack type of a delta naming its base by distance.
 const objOfsDelta = 6
 
@@ -301,14 +306,21 @@ func (x *extractor) blobFromFile(pw *packWriter, r *bufio.Reader, buf []byte) er
 	if err != nil || !x.written[name] {
 		return fmt.Errorf("blob from %q: not a file of this archive", pb)
 	}
-	f, err := x.root.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	dir, err := x.dir(path.Dir(name))
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Size() != int64(size) {
+	fd, err := openat(dir.fd, path.Base(name), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	dir.release()
+	if err != nil {
+		return &fs.PathError{Op: "openat", Path: name, Err: err}
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != int64(size) {
 		return fmt.Errorf("blob from %q: the file changed in the guest during the import", name)
 	}
+	f := fdReader(fd)
 	// Header: type blob, size.
 	var head [16]byte
 	k := 0

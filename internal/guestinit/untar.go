@@ -4,31 +4,42 @@ import (
 	"archive/tar"
 	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"io"
 	"io/fs"
 	"os"
 	"path"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // extractTar extracts the tar stream r under dest, which is trusted and
 // made if missing; the stream is not trusted.
 //
-// Safety: every file system operation goes through an os.Root opened on
-// dest, which resolves each name component by component with openat and
-// O_NOFOLLOW and refuses any step — "..", an absolute symlink, a relative
-// one that climbs out — that would leave dest. On top of that, entry names
-// and hard link targets that are absolute or contain ".." are refused
-// outright, and an existing non-directory is unlinked (never written
-// through) before an entry replaces it. So an archive can plant a symlink
-// pointing anywhere, but nothing is ever created or written outside dest.
+// Safety: every path walk goes through an os.Root opened on dest, which
+// resolves each name component by component with openat and O_NOFOLLOW
+// and refuses any step — "..", an absolute symlink, a relative one that
+// climbs out — that would leave dest; the descriptors of directories it
+// opened are kept, and below them one more component is opened, made,
+// created or unlinked at a time, with O_NOFOLLOW or without following. On
+// top of that, entry names and hard link targets that are absolute or
+// contain ".." are refused outright, and an existing non-directory is
+// unlinked (never written through) before an entry replaces it. So an
+// archive can plant a symlink pointing anywhere, but nothing is ever
+// created or written outside dest.
 //
 // Modes (permission, setuid, setgid, sticky bits), symlinks, hard links
 // and modification times are kept; every entry is owned by uid:gid when
 // running as root (DEST too, when the archive has a "." or "./" entry).
 // Devices, FIFOs and sockets are skipped.
+//
+// Regular files up to streamAbove are read ahead and created by
+// fileWriters goroutines in parallel; the reader does the rest in stream
+// order, and an entry that could depend on a pending file waits for the
+// pending files first (a file or directory at a pending file's name or
+// below it, any other kind of entry, the end), so the result is the
+// sequential one.
 //
 // A regular entry carrying the PAX record DeletionsRecord is not
 // extracted: it lists, NUL-separated, paths to remove under DEST (each
@@ -37,7 +48,8 @@ import (
 // removal pruned). Workspace imports send one before the changed files
 // of an incremental import. The first
 // refused or failed entry stops the extraction with an error naming it;
-// entries before it stay extracted.
+// entries before it stay extracted, and a few files and directories
+// after it may be too (those read ahead while its write was pending).
 func extractTar(r io.Reader, dest string, uid, gid int) error {
 	if err := os.MkdirAll(dest, 0o755); err != nil {
 		return err
@@ -47,7 +59,13 @@ func extractTar(r io.Reader, dest string, uid, gid int) error {
 		return err
 	}
 	defer root.Close()
-	x := &extractor{root: root, uid: uid, gid: gid, chown: os.Geteuid() == 0, written: map[string]bool{}}
+	x := &extractor{root: root, uid: uid, gid: gid, chown: os.Geteuid() == 0, umask: processUmask(),
+		made: map[string]bool{}, written: map[string]bool{}, jobs: make(chan fileJob, jobQueue)}
+	x.writers.Add(fileWriters)
+	for range fileWriters {
+		go x.writer()
+	}
+	defer x.close()
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
@@ -55,11 +73,23 @@ func extractTar(r io.Reader, dest string, uid, gid int) error {
 			break
 		}
 		if err != nil {
+			if werr := x.drain(); werr != nil {
+				return werr // an earlier entry's
+			}
 			return fmt.Errorf("reading the archive: %w", err)
 		}
 		if err := x.entry(hdr, tr); err != nil {
+			if werr := x.drain(); werr != nil {
+				return werr
+			}
 			return fmt.Errorf("%q: %w", hdr.Name, err)
 		}
+		if x.failed.Load() {
+			return x.drain()
+		}
+	}
+	if err := x.drain(); err != nil {
+		return err
 	}
 	return x.finishDirs()
 }
@@ -68,42 +98,38 @@ type extractor struct {
 	root     *os.Root
 	uid, gid int
 	chown    bool
+	umask    int           // of the process, -1 if unknown
 	dirs     []*tar.Header // modes and times applied last, deepest first
 	// made holds directories known to exist (made or checked by this
-	// extraction), so that a checkout's thousands of files do not each
-	// walk their parents again; an entry removed is dropped from it.
+	// extraction), with their parents, so that a checkout's thousands of
+	// files do not each walk their parents again; an entry removed is
+	// dropped from it (forget), and from fds.
 	made map[string]bool
-	// written holds the regular files this extraction wrote, which a git
-	// pack in transfer form may take blobs from (gitPack).
+	fds  dirCache
+	// written holds the regular files this extraction wrote (or handed to
+	// a writer), which a git pack in transfer form may take blobs from
+	// (gitPack, after a drain).
 	written map[string]bool
+	// pending holds the files handed to the writers since the last drain.
+	// made, fds and pending are the reader's only.
+	pending map[string]bool
+
+	jobs     chan fileJob
+	bufs     bufPool
+	inflight sync.WaitGroup // jobs sent and not done
+	writers  sync.WaitGroup
+
+	failed atomic.Bool // err is set
+	errMu  sync.Mutex
+	err    error // guarded by errMu: the first writer's error
 }
 
-// mkdirAll makes dir and its parents through the root unless this
-// extraction already knows it exists.
-func (x *extractor) mkdirAll(dir string) error {
-	if x.made[dir] {
-		return nil
-	}
-	if err := x.root.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	if x.made == nil {
-		x.made = map[string]bool{}
-	}
-	for d := dir; d != "." && d != "/"; d = path.Dir(d) {
-		x.made[d] = true
-	}
-	return nil
-}
-
-// forget drops name and what is below it from the known directories.
-func (x *extractor) forget(name string) {
-	delete(x.made, name)
-	for d := range x.made {
-		if strings.HasPrefix(d, name+"/") {
-			delete(x.made, d)
-		}
-	}
+// close stops the writers, once their jobs are done, and closes the
+// directories.
+func (x *extractor) close() {
+	close(x.jobs)
+	x.writers.Wait()
+	x.fds.closeAll()
 }
 
 func (x *extractor) entry(hdr *tar.Header, body io.Reader) error {
@@ -111,10 +137,18 @@ func (x *extractor) entry(hdr *tar.Header, body io.Reader) error {
 	if err != nil {
 		return err
 	}
+	regular := hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA || hdr.Typeflag == tar.TypeGNUSparse
 	if hdr.PAXRecords[DeletionsRecord] != "" && (hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA) {
+		if err := x.drain(); err != nil {
+			return err
+		}
 		return x.deletions(body, hdr.Size)
 	}
 	if hdr.PAXRecords[GitPackRecord] != "" && (hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA) {
+		// The files it takes blobs from must be on disk.
+		if err := x.drain(); err != nil {
+			return err
+		}
 		return x.gitPack(name, hdr, body, hdr.Size)
 	}
 	if name == "." {
@@ -124,52 +158,29 @@ func (x *extractor) entry(hdr *tar.Header, body io.Reader) error {
 		}
 		return nil
 	}
-	if dir := path.Dir(name); dir != "." {
-		if err := x.mkdirAll(dir); err != nil {
+	// A file or directory only conflicts with pending files at its name
+	// or above: it is made through its parent's descriptor. The others
+	// walk through the root, or read what a pending file is making.
+	if !(regular || hdr.Typeflag == tar.TypeDir) || x.pendingOn(name) {
+		if err := x.drain(); err != nil {
 			return err
 		}
 	}
-	switch hdr.Typeflag {
-	case tar.TypeDir:
-		fi, err := x.root.Lstat(name)
-		if err == nil && !fi.IsDir() {
-			if err := x.root.Remove(name); err != nil {
-				return err
-			}
-		}
-		if err != nil || !fi.IsDir() {
-			if err := x.root.Mkdir(name, 0o700); err != nil {
-				return err
-			}
-		}
-		x.dirs = append(x.dirs, withName(hdr, name))
-		return x.own(name)
-	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
-		// Create first and clear the way only if something is there: a
-		// fresh import then costs one path walk per file, and owner, mode
-		// and time are set on the open file.
-		f, err := x.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if errors.Is(err, fs.ErrExist) {
-			if err := x.unlink(name); err != nil {
-				return err
-			}
-			f, err = x.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		}
-		if err != nil {
+	parent, err := x.dir(path.Dir(name))
+	if err != nil {
+		return err
+	}
+	defer parent.release()
+	switch {
+	case hdr.Typeflag == tar.TypeDir:
+		return x.mkdir(parent, name, hdr)
+	case regular:
+		if err := x.file(parent, name, hdr, body); err != nil {
 			return err
 		}
-		_, err = io.Copy(f, body)
-		if err == nil {
-			err = x.finishOpenFile(f, hdr)
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			x.written[name] = true
-		}
-		return err
-	case tar.TypeSymlink:
+		x.written[name] = true
+		return nil
+	case hdr.Typeflag == tar.TypeSymlink:
 		if err := x.unlink(name); err != nil {
 			return err
 		}
@@ -177,7 +188,7 @@ func (x *extractor) entry(hdr *tar.Header, body io.Reader) error {
 			return err
 		}
 		return x.own(name)
-	case tar.TypeLink:
+	case hdr.Typeflag == tar.TypeLink:
 		target, err := entryName(hdr.Linkname)
 		if err != nil || target == "." {
 			return fmt.Errorf("hard link to %q: refused", hdr.Linkname)
@@ -228,44 +239,6 @@ func (x *extractor) own(name string) error {
 		return nil
 	}
 	return x.root.Lchown(name, x.uid, x.gid)
-}
-
-// finishOpenFile sets an open regular file's owner, then mode (chown
-// clears setuid), then time, through its descriptor.
-func (x *extractor) finishOpenFile(f *os.File, hdr *tar.Header) error {
-	// A file root creates is root's already.
-	if x.chown && (x.uid != 0 || x.gid != 0) {
-		if err := f.Chown(x.uid, x.gid); err != nil {
-			return err
-		}
-	}
-	if err := f.Chmod(tarMode(hdr)); err != nil {
-		return err
-	}
-	// Through SyscallConn, not Fd, which would switch the file to
-	// blocking mode: two more system calls a file.
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(hdr.ModTime.UnixNano())}
-	var uerr error
-	if err := rc.Control(func(fd uintptr) { uerr = unix.UtimesNanoAt(int(fd), "", ts, unix.AT_EMPTY_PATH) }); err != nil {
-		return err
-	}
-	return uerr
-}
-
-// finishFile sets a regular file's owner, then mode (chown clears setuid),
-// then time.
-func (x *extractor) finishFile(name string, hdr *tar.Header) error {
-	if err := x.own(name); err != nil {
-		return err
-	}
-	if err := x.root.Chmod(name, tarMode(hdr)); err != nil {
-		return err
-	}
-	return x.root.Chtimes(name, time.Time{}, hdr.ModTime)
 }
 
 // finishDirs applies directory modes and times once their contents are in
