@@ -122,7 +122,13 @@ func TestWorkspace(t *testing.T) {
 	os.Symlink("/etc/passwd", filepath.Join(repo, "outside"))
 	hostGit(t, repo, "init", "-q", "-b", "main")
 	hostGit(t, repo, "add", "-A")
-	hostGit(t, repo, "commit", "-qm", "base")
+	hostGit(t, repo, "commit", "-qm", "first")
+	// A second commit and gc: HEAD's objects and history in one pack,
+	// which the import sends in transfer form (the guest rebuilds HEAD's
+	// blobs from the work tree), every ref packed.
+	os.WriteFile(filepath.Join(repo, "old.txt"), []byte("to rename\nsecond version\n"), 0o644)
+	hostGit(t, repo, "commit", "-qam", "base")
+	hostGit(t, repo, "gc", "-q")
 	// Dirty (modified, staged), untracked and ignored files.
 	os.WriteFile(filepath.Join(repo, "a.txt"), []byte("a dirty\n"), 0o644)
 	os.WriteFile(filepath.Join(repo, "README"), []byte("hello staged\n"), 0o644)
@@ -151,6 +157,15 @@ func TestWorkspace(t *testing.T) {
 	guest := func(script string) string {
 		t.Helper()
 		return e.ok("exec", "ws", "--", "sh", "-c", script)
+	}
+	// The pack went in transfer form (HEAD's clean blobs from the work
+	// tree), the stream zstd-compressed; the rebuilt pack is whole and
+	// the history the host's.
+	if l := e.log.String(); !strings.Contains(l, "packs_rebuilt=1") || !strings.Contains(l, "wire_bytes=") {
+		t.Errorf("the import did not rebuild the pack in the guest:\n%s", tail(l, 10))
+	}
+	if got, want := guest("cd /workspace && git fsck --full --strict --no-dangling 2>&1 && git log --oneline --stat"), hostGit(t, repo, "log", "--oneline", "--stat"); got != want {
+		t.Errorf("guest fsck and log:\n%s\nhost log:\n%s", got, want)
 	}
 	if got := guest("cd /workspace && readlink outside && test ! -e obj.o && test ! -e build && cat ./-leading-dash.txt 'with space.txt'"); got != "/etc/passwd\ndash\nspace\n" {
 		t.Errorf("guest files: %q", got)
