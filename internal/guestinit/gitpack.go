@@ -30,7 +30,7 @@ const GitPackRecord = "BANGER.gitpack"
 
 // Limits on what a transfer form may ask for.
 const (
-	maxPackObjects = 1 << 26 // objects in one pack
+	maxPackObjects = 1 << 21 // objects in one pack (the host sends larger packs as they are)
 	maxPackPath    = 1 << 16 // bytes of a referenced file's name
 )
 
@@ -153,6 +153,9 @@ func (x *extractor) rebuildPack(pw *packWriter, r *bufio.Reader) ([]packObject, 
 		}
 		if tag == 'E' {
 			break
+		}
+		if tag != 'R' && tag != 'F' {
+			return nil, fmt.Errorf("transfer form: unknown record %q", tag)
 		}
 		if len(objs) == int(count) {
 			return nil, fmt.Errorf("transfer form: more than the %d objects of its header", count)

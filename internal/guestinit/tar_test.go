@@ -20,6 +20,7 @@ type tarEntry struct {
 	body      string
 	linkname  string
 	deletions bool // a deletion list (DeletionsRecord), body the NUL-separated paths
+	gitpack   bool // a git pack in transfer form (GitPackRecord)
 }
 
 func makeTar(t *testing.T, entries ...tarEntry) []byte {
@@ -38,6 +39,9 @@ func makeTar(t *testing.T, entries ...tarEntry) []byte {
 		}
 		if e.deletions {
 			hdr.Format, hdr.PAXRecords = tar.FormatPAX, map[string]string{DeletionsRecord: "1"}
+		}
+		if e.gitpack {
+			hdr.Format, hdr.PAXRecords = tar.FormatPAX, map[string]string{GitPackRecord: "1"}
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
 			t.Fatal(err)

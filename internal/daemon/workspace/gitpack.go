@@ -52,6 +52,11 @@ const (
 	packRecEnd    = 'E'
 )
 
+// maxPlannedObjects bounds a pack sent in transfer form: the plan costs
+// ~50 bytes an object here and the rebuild ~45 in the guest, whose memory
+// is small. A larger pack goes as it is (guestinit's maxPackObjects).
+const maxPlannedObjects = 1 << 21
+
 // packName matches the pack files the transfer form may carry.
 var packName = regexp.MustCompile(`(^|/)objects/pack/pack-[0-9a-f]{40}\.pack$`)
 
@@ -82,19 +87,19 @@ type packPlan struct {
 // planPack reads the index of the pack at rel (".pack") in root and
 // decides, from the entries' types, which are whole blobs the archive
 // already carries as files. It returns nil, nil when the pack is better
-// sent as it is: no such blob, an index other than version 2, or a pack
-// and index that do not belong together (the pack is then sent verbatim,
-// with its index, as before).
+// sent as it is: no such blob, an index other than version 2, more than
+// maxPlannedObjects objects, or a pack and index that do not belong
+// together (the pack is then sent verbatim, with its index).
 func planPack(root *os.Root, rel string, blobs map[[20]byte]*blobRef) (*packPlan, error) {
 	if len(blobs) == 0 {
 		return nil, nil
 	}
-	idx, err := readFileLimited(root, strings.TrimSuffix(rel, ".pack")+".idx", 1<<31)
+	idx, err := readFileLimited(root, strings.TrimSuffix(rel, ".pack")+".idx", 8+256*4+maxPlannedObjects*36+40)
 	if err != nil {
 		return nil, nil // no index beside it: send it as it is
 	}
 	shas, offs, packSum, ok := parseIdxV2(idx)
-	if !ok {
+	if !ok || len(shas) > maxPlannedObjects {
 		return nil, nil
 	}
 	f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
