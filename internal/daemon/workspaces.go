@@ -162,12 +162,7 @@ func (w *workspaceManager) prepareAs(ctx context.Context, peer rpc.PeerCred, p w
 
 	in := wsPackInput{GitOnly: p.GitOnly}
 	if prev, err := w.store.GetWorkspace(ctx, vm.ID); err == nil && prev.GuestDest == dest && !p.Full && len(prev.Manifest) > 0 {
-		var m workspace.Manifest
-		if err := json.Unmarshal(prev.Manifest, &m); err == nil {
-			in.Root, in.Manifest = prev.HostPath, &m
-		} else {
-			w.logger.Warn("ignore an unreadable workspace manifest: full import", "vm", vm.Name, "err", err)
-		}
+		in.Root, in.Manifest = prev.HostPath, json.RawMessage(prev.Manifest)
 	} else if err != nil && !errdefs.IsNotFound(err) {
 		return res, err
 	}
@@ -208,16 +203,12 @@ func (w *workspaceManager) prepareAs(ctx context.Context, peer rpc.PeerCred, p w
 		return res, perr
 	}
 
-	manifest, err := json.Marshal(out.Manifest)
-	if err != nil {
-		return res, err
-	}
 	// Written only once the guest has everything: a failed import keeps
 	// the previous record, still a safe base (whatever it sent differs
 	// from it, and is sent again next time).
 	if _, err := w.store.PutWorkspace(ctx, store.Workspace{
-		VMID: vm.ID, HostPath: out.Repo.Root, GuestDest: dest, BaseCommit: out.Manifest.Base,
-		Branch: out.Repo.Branch, Manifest: manifest,
+		VMID: vm.ID, HostPath: out.Repo.Root, GuestDest: dest, BaseCommit: out.Base,
+		Branch: out.Repo.Branch, Manifest: out.Manifest,
 	}); err != nil {
 		return res, err
 	}
@@ -227,8 +218,8 @@ func (w *workspaceManager) prepareAs(ctx context.Context, peer rpc.PeerCred, p w
 		"packs_rebuilt", st.PacksRebuilt, "blobs_rebuilt", st.BlobsRebuilt, "deleted", st.Deleted)
 	return rpc.WorkspacePrepareResult{
 		VM: vm.Name, HostPath: out.Repo.Root, Dest: dest, IsGit: out.Repo.IsGit,
-		Base: out.Manifest.Base, Branch: out.Repo.Branch, Detached: out.Repo.Detached,
-		Incremental: in.Manifest != nil && in.Root == out.Repo.Root,
+		Base: out.Base, Branch: out.Repo.Branch, Detached: out.Repo.Detached,
+		Incremental: out.Incremental,
 		Files:       st.Files, Sent: st.Sent, SentBytes: st.SentBytes, WireBytes: out.WireBytes, Deleted: st.Deleted,
 		Dirty: len(out.Repo.Dirty), Untracked: len(out.Repo.Untracked), Notes: out.Repo.Notes,
 	}, nil

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -151,6 +152,18 @@ func TestWorkspacePrepareIncrementalExport(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dest, "new.txt")); !os.IsNotExist(err) {
 		t.Errorf("new.txt survived in the guest: %v", err)
+	}
+
+	// A stored manifest that cannot be read means a full import, said in
+	// a note, not a failed one (the daemon passes it to the helper as is).
+	rec, _ = e.d.store.GetWorkspace(context.Background(), vm.ID)
+	rec.Manifest = []byte(`{"entries": "not a list"}`)
+	if _, err := e.d.store.PutWorkspace(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	res, err = e.prepare(rpc.WorkspacePrepareParams{VM: vm.Name, Path: repo, Dest: dest})
+	if err != nil || res.Incremental || res.Sent != res.Files || !slices.ContainsFunc(res.Notes, func(n string) bool { return strings.Contains(n, "manifest is unreadable") }) {
+		t.Errorf("prepare over an unreadable manifest = %+v, %v; want a full import with a note", res, err)
 	}
 
 	// The "guest" changes its copy; export makes the branch.

@@ -60,18 +60,23 @@ var errNotGitCheckout = fmt.Errorf("not in a git checkout: %w", errdefs.ErrFaile
 type wsPackInput struct {
 	// Root and Manifest are the previous prepare's: used only when the
 	// checkout at the path has the same root.
-	Root     string              `json:"root,omitempty"`
-	Manifest *workspace.Manifest `json:"manifest,omitempty"`
-	GitOnly  bool                `json:"git_only,omitempty"`
+	Root string `json:"root,omitempty"`
+	// Manifest is the stored JSON as it is: only the helper decodes it
+	// (a checkout's manifest is megabytes; the daemon never needs it).
+	Manifest json.RawMessage `json:"manifest,omitempty"`
+	GitOnly  bool            `json:"git_only,omitempty"`
 	// Guest is what the guest's untar understands.
 	Guest workspace.PackOptions `json:"guest"`
 }
 
 // wsPackOutput is what the pack helper made.
 type wsPackOutput struct {
-	Repo     *workspace.Repo     `json:"repo"`
-	Manifest *workspace.Manifest `json:"manifest"`
-	Stats    workspace.PackStats `json:"stats"`
+	Repo     *workspace.Repo `json:"repo"`
+	Manifest json.RawMessage `json:"manifest"` // a workspace.Manifest, stored as it is
+	Base     string          `json:"base"`     // the manifest's base commit
+	// Incremental: the previous manifest was used.
+	Incremental bool                `json:"incremental"`
+	Stats       workspace.PackStats `json:"stats"`
 	// WireBytes is the stream's size as the guest reads it.
 	WireBytes int64 `json:"wire_bytes"`
 }
@@ -193,7 +198,7 @@ func (cf callerFiles) packAsCaller(ctx context.Context, peer rpc.PeerCred, path 
 			return nil, fmt.Errorf("read the packer's manifest: %v (%d bytes)", meta.err, len(meta.b))
 		}
 		var o wsPackOutput
-		if err := json.Unmarshal(meta.b, &o); err != nil || o.Repo == nil || o.Manifest == nil {
+		if err := json.Unmarshal(meta.b, &o); err != nil || o.Repo == nil || len(o.Manifest) == 0 {
 			return nil, fmt.Errorf("the packer's manifest is not valid: %v", err)
 		}
 		return &o, nil
@@ -263,8 +268,12 @@ func serveWorkspacePack(ctx context.Context, path string, stdin io.Reader, stdou
 		return fmt.Errorf("%s is %w", repo.Root, errNotGitCheckout)
 	}
 	var prev *workspace.Manifest
-	if in.Root == repo.Root && in.Manifest != nil {
-		prev = in.Manifest
+	if in.Root == repo.Root && len(in.Manifest) > 0 {
+		prev = new(workspace.Manifest)
+		if err := json.Unmarshal(in.Manifest, prev); err != nil {
+			prev = nil
+			repo.Notes = append(repo.Notes, "the previous import's manifest is unreadable: everything is sent again")
+		}
 	}
 	wire := &countingWriter{w: stdout}
 	w := bufio.NewWriterSize(wire, 256<<10)
@@ -293,7 +302,11 @@ func serveWorkspacePack(ctx context.Context, path string, stdin io.Reader, stdou
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	return json.NewEncoder(meta).Encode(wsPackOutput{Repo: repo, Manifest: m, Stats: m.Stats, WireBytes: wire.n})
+	manifest, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(meta).Encode(wsPackOutput{Repo: repo, Manifest: manifest, Base: m.Base, Incremental: prev != nil, Stats: m.Stats, WireBytes: wire.n})
 }
 
 // ServeWorkspaceExport is the export helper (`banger internal
