@@ -120,8 +120,10 @@ type extractor struct {
 	writers  sync.WaitGroup
 
 	failed atomic.Bool // err is set
+	seq    uint64      // the reader's: jobs handed out so far
 	errMu  sync.Mutex
-	err    error // guarded by errMu: the first writer's error
+	err    error  // guarded by errMu: the error of the earliest failed job
+	errSeq uint64 // guarded by errMu: that job's seq (valid when err != nil)
 }
 
 // close stops the writers, once their jobs are done, and closes the

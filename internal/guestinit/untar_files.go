@@ -41,6 +41,7 @@ type fileJob struct {
 	mode  int64
 	mtime time.Time
 	buf   *[]byte
+	seq   uint64 // its place in the archive among the jobs
 }
 
 // file extracts regular entry name into parent: handed to a writer, or
@@ -84,19 +85,21 @@ func (x *extractor) file(parent *dirFD, name string, hdr *tar.Header, body io.Re
 	}
 	x.pending[name] = true
 	x.inflight.Add(1)
-	x.jobs <- fileJob{name: name, dir: parent, mode: hdr.Mode, mtime: hdr.ModTime, buf: buf}
+	x.seq++
+	x.jobs <- fileJob{name: name, dir: parent, mode: hdr.Mode, mtime: hdr.ModTime, buf: buf, seq: x.seq}
 	return nil
 }
 
-// writer creates the files of the jobs until the channel closes; after
-// the first error it only lets the jobs go.
+// writer creates the files of the jobs until the channel closes. After
+// a failure it still creates the files that come before the failed one in
+// the archive (another writer may hold one), and lets the later ones go.
 func (x *extractor) writer() {
 	defer x.writers.Done()
 	for j := range x.jobs {
-		if !x.failed.Load() {
+		if x.before(j.seq) {
 			err := x.createFile(j.dir.fd, j.name, j.mode, j.mtime, func(fd int) error { return writeAll(fd, *j.buf) })
 			if err != nil {
-				x.fail(fmt.Errorf("%q: %w", j.name, err))
+				x.fail(j.seq, fmt.Errorf("%q: %w", j.name, err))
 			}
 		}
 		j.dir.release()
@@ -105,18 +108,29 @@ func (x *extractor) writer() {
 	}
 }
 
-func (x *extractor) fail(err error) {
+// fail records job seq's error, unless an earlier job's is recorded.
+func (x *extractor) fail(seq uint64, err error) {
 	x.errMu.Lock()
-	if x.err == nil {
-		x.err = err
+	if x.err == nil || seq < x.errSeq {
+		x.err, x.errSeq = err, seq
 	}
 	x.errMu.Unlock()
 	x.failed.Store(true)
 }
 
+// before says whether job seq comes before every failed one.
+func (x *extractor) before(seq uint64) bool {
+	if !x.failed.Load() {
+		return true
+	}
+	x.errMu.Lock()
+	defer x.errMu.Unlock()
+	return x.err == nil || seq < x.errSeq
+}
+
 // drain waits for the pending writes: when it returns nil, everything
-// before the current entry is on disk. It returns the first writer's
-// error, which names its entry.
+// before the current entry is on disk. It returns the error of the
+// earliest failed file in the archive, which names its entry.
 func (x *extractor) drain() error {
 	x.inflight.Wait()
 	clear(x.pending)
