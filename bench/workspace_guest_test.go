@@ -1,11 +1,14 @@
 package bench
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +27,10 @@ import (
 //     stands in for ssh: same guest SSH server, through the daemon's
 //     socket instead of a TCP route);
 //   - incremental: a second prepare after changing 10 files.
+//
+// The checkout is the synthetic one, or with BANGER_BENCH_CHECKOUT=goroot
+// real source code: a copy of the Go distribution's src/ (go env GOROOT),
+// committed once and gc'd.
 //
 // Needs root, QEMU and apt-get download (base-image.sh); only with -bench.
 func BenchmarkWorkspaceGuest(b *testing.B) {
@@ -46,7 +53,7 @@ func BenchmarkWorkspaceGuest(b *testing.B) {
 		b.Fatalf("base-image.sh: %v\n%s", err, out)
 	}
 	d.ok("image", "import", tree, "--name", "busybox")
-	repo, files := syntheticRepo(b, g, 20000, 100<<20)
+	repo, files := benchCheckout(b, g)
 
 	var first, baseline, incr time.Duration
 	var sentMiB, wireMiB float64
@@ -98,4 +105,30 @@ func BenchmarkWorkspaceGuest(b *testing.B) {
 	b.ReportMetric(sentMiB/float64(b.N), "banger-MiB-sent")
 	b.ReportMetric(wireMiB/float64(b.N), "banger-MiB-wire")
 	b.ReportMetric(float64(incr/n)/float64(time.Millisecond), "incremental-ms")
+}
+
+// benchCheckout is the checkout BenchmarkWorkspaceGuest imports and the
+// files it may change (see its doc).
+func benchCheckout(b *testing.B, g workspace.ExecGit) (string, []string) {
+	if os.Getenv("BANGER_BENCH_CHECKOUT") != "goroot" {
+		return syntheticRepo(b, g, 20000, 100<<20)
+	}
+	goroot, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		b.Fatalf("go env GOROOT: %v", err)
+	}
+	dir := filepath.Join(b.TempDir(), "goroot-src")
+	if out, err := exec.Command("cp", "-a", filepath.Join(strings.TrimSpace(string(goroot)), "src"), dir).CombinedOutput(); err != nil {
+		b.Fatalf("copy GOROOT/src: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{{"init", "-q"}, {"add", "-A"}, {"-c", "gc.auto=0", "commit", "-q", "-m", "go src"}, {"gc", "-q"}} {
+		if err := g.Run(context.Background(), dir, nil, nil, nil, args...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var out bytes.Buffer
+	if err := g.Run(context.Background(), dir, nil, nil, &out, "ls-files", "*.go"); err != nil {
+		b.Fatal(err)
+	}
+	return dir, strings.Fields(out.String())
 }
