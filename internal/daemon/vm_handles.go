@@ -45,6 +45,9 @@ type vmHandles struct {
 	DiskKind   string     `json:"disk_strategy"`
 	// DMSnap holds the device-mapper objects of a dmsnap disk.
 	DMSnap *dmsnap.Handles `json:"dmsnap,omitempty"`
+	// Jail is where a jailed Firecracker's jail was made, recorded before
+	// it is: the config's jailer settings may change before the VM goes.
+	Jail *jailPlace `json:"jail,omitempty"`
 
 	proc    vmProcess     `json:"-"`
 	hostKey ssh.PublicKey `json:"-"`

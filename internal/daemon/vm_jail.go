@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -84,10 +85,43 @@ func removeJail(cfg fcproc.Config) error {
 	return fcproc.RemoveJail(cfg)
 }
 
-// removeVMJail removes the jail the current config would give VM id, if
-// any: rm's sweep for a jail whose Firecracker this daemon did not see
-// exit (one left by a daemon that went away).
+// jailPlace is where a VM's jail is: <Base>/<Exec>/<id> (the jailer's
+// chroot base and the base name of Firecracker's binary).
+type jailPlace struct {
+	Base string `json:"base"`
+	Exec string `json:"exec"`
+}
+
+// jailConfig is the fcproc.Config that names the jail at p.
+func (p *jailPlace) jailConfig(id string) fcproc.Config {
+	return fcproc.Config{ID: id, Binary: "/" + p.Exec, APISocket: fcproc.JailAPISocket,
+		Jailer: &fcproc.Jailer{ChrootBaseDir: p.Base}}
+}
+
+// recordedJail is the jail place VM id's handles record (cached, or in
+// its handles.json), or nil.
+func (m *vmManager) recordedJail(id string) *jailPlace {
+	if h, ok := m.handles.get(id); ok && h.Jail != nil {
+		return h.Jail
+	}
+	var h vmHandles
+	if data, err := os.ReadFile(m.layout.VMHandles(id)); err == nil && json.Unmarshal(data, &h) == nil {
+		return h.Jail
+	}
+	return nil
+}
+
+// removeVMJail removes VM id's jail, if any: where its handles say it was
+// made, else where the current config would make it. rm's sweep for a
+// jail whose Firecracker this daemon did not see exit (one left by a
+// daemon that went away, or made under other jailer settings).
 func (m *vmManager) removeVMJail(id string) error {
+	if p := m.recordedJail(id); p != nil {
+		if err := removeJail(p.jailConfig(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
 	if m.config.JailerBinary == "" {
 		return nil
 	}

@@ -157,6 +157,9 @@ func (m *vmManager) settleStopped(ctx context.Context, vm store.VM, reason strin
 // controlSocket is where the VM's VMM answers control requests on the
 // host: its QMP or API socket, inside the jail for a jailed Firecracker.
 func (m *vmManager) controlSocket(id string, h *vmHandles) string {
+	if h.VMM == "firecracker" && h.Jail != nil {
+		return h.Jail.jailConfig(id).HostAPISocket()
+	}
 	if h.VMM == "firecracker" && m.config.JailerBinary != "" {
 		if cfg, err := m.firecrackerConfig(id); err == nil && cfg.Jailer != nil {
 			return cfg.HostAPISocket()

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -45,6 +46,16 @@ func (m *vmManager) startGuest(ctx context.Context, vm store.VM, k store.Kernel,
 	kernelInitrd := ""
 	if k.HasInitrd {
 		kernelInitrd = m.layout.KernelInitrd(k.ID)
+	}
+	if m.vmm == "firecracker" && m.config.JailerBinary != "" {
+		// Recorded before the jail is made, so that a crash or a config
+		// change cannot leave a jail no one knows where to find.
+		h.Jail = &jailPlace{Base: m.config.JailBase(), Exec: filepath.Base(m.config.FirecrackerBinary)}
+		if err := writeHandles(m.layout.VMHandles(vm.ID), h); err != nil {
+			return err
+		}
+	} else {
+		h.Jail = nil
 	}
 	proc, err := m.launchVMM(ctx, bootSpec{
 		ID:         vm.ID,

@@ -116,6 +116,26 @@ func TestFirecrackerUnderJailer(t *testing.T) {
 	e.ok("start", "jailed")
 	pid = e.handlesPID(id)
 
+	// The jailer's chroot base changes under a running jailed VM (a new
+	// config, a daemon restart): the VM's handles say where its jail is,
+	// so the restart adopts it there and rm removes that jail.
+	cfgPath := filepath.Join(e.dir, "config.toml")
+	cfg, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newBase := base + "-new"
+	os.MkdirAll(newBase, 0o755)
+	if err := os.WriteFile(cfgPath, []byte(strings.Replace(string(cfg), fmt.Sprintf("jailer_chroot_base = %q", base), fmt.Sprintf("jailer_chroot_base = %q", newBase), 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.daemon.Process.Signal(syscall.SIGTERM)
+	e.daemon.Wait()
+	e.startDaemon()
+	if got := e.handlesPID(id); got != pid {
+		t.Errorf("after a restart with another chroot base the VMM is pid %d, want the same %d", got, pid)
+	}
+
 	e.ok("rm", "--force", "jailed")
 	checkGone(t, e, jailDir, pid, tap)
 	if _, err := os.Stat(filepath.Join(e.dir, "root", "vms", id)); !errors.Is(err, fs.ErrNotExist) {
