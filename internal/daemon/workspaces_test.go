@@ -13,7 +13,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/klauspost/compress/zstd"
 	"io"
 	"os"
 	"os/exec"
@@ -24,6 +23,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 
 	"banger/internal/daemon/workspace"
 	"banger/internal/errdefs"

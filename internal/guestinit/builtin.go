@@ -2,10 +2,11 @@ package guestinit
 
 import (
 	"fmt"
-	"github.com/klauspost/compress/zstd"
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // InitPath is where the guest init lives in every image; an argv whose

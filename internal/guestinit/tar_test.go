@@ -3,14 +3,16 @@ package guestinit
 import (
 	"archive/tar"
 	"bytes"
-	"github.com/klauspost/compress/zstd"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 type tarEntry struct {
@@ -163,11 +165,7 @@ func TestExtractTarOwners(t *testing.T) {
 
 // TestExtractTarHostile: nothing a stream does lands outside dest.
 func TestExtractTarHostile(t *testing.T) {
-	tests := []struct {
-		name    string
-		entries func(base string) []tarEntry
-		wantErr string // "" for a stream that must succeed harmlessly
-	}{
+	runHostile(t, nil, []hostileCase{
 		{name: "dotdot", entries: func(string) []tarEntry { return []tarEntry{file("../escaped", "x", 0)} }, wantErr: `".." refused`},
 		{name: "inner dotdot", entries: func(string) []tarEntry { return []tarEntry{file("a/../../escaped", "x", 0)} }, wantErr: `".." refused`},
 		{name: "absolute", entries: func(base string) []tarEntry { return []tarEntry{file(base+"/escaped", "x", 0)} }, wantErr: "absolute name refused"},
@@ -198,12 +196,27 @@ func TestExtractTarHostile(t *testing.T) {
 		{name: "hard link replaces symlink", entries: func(base string) []tarEntry {
 			return []tarEntry{file("f", "mine", 0o600), symlink("s", base+"/outside/secret"), hardlink("s", "f")}
 		}},
-	}
-	for _, tt := range tests {
+	})
+}
+
+// hostileCase is a hostile archive: its entries (which may name paths
+// outside, below base) and the error it must end with ("" for a stream
+// that must succeed harmlessly).
+type hostileCase struct {
+	name    string
+	entries func(base string) []tarEntry
+	wantErr string
+}
+
+// runHostile extracts each case's entries, after before, into base/dest
+// and checks the error and that nothing outside dest changed.
+func runHostile(t *testing.T, before []tarEntry, cases []hostileCase) {
+	t.Helper()
+	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
 			base := setUpOutside(t)
 			dest := filepath.Join(base, "dest")
-			err := extractTar(bytes.NewReader(makeTar(t, tt.entries(base)...)), dest, os.Geteuid(), os.Getegid())
+			err := extractTar(bytes.NewReader(makeTar(t, append(slices.Clone(before), tt.entries(base)...)...)), dest, os.Geteuid(), os.Getegid())
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Errorf("unexpected error: %v", err)

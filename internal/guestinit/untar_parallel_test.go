@@ -183,11 +183,7 @@ func TestExtractTarParallelHostile(t *testing.T) {
 	for i := range 100 {
 		busy = append(busy, file(fmt.Sprintf("busy/%03d", i), strings.Repeat("b", 2000), 0o644))
 	}
-	tests := []struct {
-		name    string
-		entries func(base string) []tarEntry
-		wantErr string
-	}{
+	runHostile(t, busy, []hostileCase{
 		{name: "files through an absolute symlink", entries: func(base string) []tarEntry {
 			es := []tarEntry{symlink("l", base+"/outside")}
 			for i := range 20 {
@@ -216,21 +212,7 @@ func TestExtractTarParallelHostile(t *testing.T) {
 			return []tarEntry{dir("c", 0o755), file("c/a", "x", 0o644), deletions("c"),
 				symlink("c", base+"/outside"), file("c/b", "x", 0o644)}
 		}, wantErr: "escapes"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			base := setUpOutside(t)
-			dest := filepath.Join(base, "dest")
-			err := extractTar(bytes.NewReader(makeTar(t, append(busy, tt.entries(base)...)...)), dest, os.Geteuid(), os.Getegid())
-			switch {
-			case tt.wantErr == "" && err != nil:
-				t.Errorf("unexpected error: %v", err)
-			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-				t.Errorf("err = %v, want one holding %q", err, tt.wantErr)
-			}
-			checkOutside(t, base)
-		})
-	}
+	})
 }
 
 // TestExtractTarLargeFiles: files above streamAbove are written by the
