@@ -39,16 +39,18 @@ type Options struct {
 //
 //	vmLocks[id] → workspaceLocks[id] → {createVMMu, imageOpsMu} → subsystem-local locks
 type Daemon struct {
-	layout    layout.Layout
-	config    config.Config
-	store     *store.Store
-	runner    system.Runner
-	logger    *slog.Logger
-	pid       *pidFile
-	listener  *net.UnixListener
-	auth      authorizer
-	gid       uint32 // the socket's group
-	startedAt time.Time
+	layout   layout.Layout
+	config   config.Config
+	store    *store.Store
+	runner   system.Runner
+	logger   *slog.Logger
+	pid      *pidFile
+	listener *net.UnixListener
+	// listenerFile is the socket file listener was made on.
+	listenerFile fileID
+	auth         authorizer
+	gid          uint32 // the socket's group
+	startedAt    time.Time
 
 	// vmLocks[id] is held across a whole lifecycle op on one VM.
 	vmLocks vmLockSet
@@ -178,6 +180,11 @@ func Open(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	if d.listener, err = listen(ctx, cfg.Socket, gid); err != nil {
 		return nil, err
 	}
+	// The socket file's identity is taken now, not when Serve starts: the
+	// file may be deleted in between (the socket keeper then recreates it).
+	if d.listenerFile, err = statID(cfg.Socket); err != nil {
+		return nil, fmt.Errorf("stat the socket: %w", err)
+	}
 	d.logger.Info("daemon opened", "root", d.layout.Root, "socket", cfg.Socket, "group", cfg.Group, "pid", os.Getpid())
 	return d, nil
 }
@@ -214,11 +221,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	// The background loops end when ctx does or when serving fails.
 	ctx, stopLoops := context.WithCancel(ctx)
 	defer stopLoops()
-	keeper, err := newSocketKeeper(d.config.Socket, d.gid, d.listener, srv, d.logger)
-	if err != nil {
-		return err
-	}
+	keeper := newSocketKeeper(d.config.Socket, d.gid, d.listener, d.listenerFile, srv, d.logger)
 	keeper.start()
+	var err error
 
 	bgDone := make(chan struct{}, 3)
 	go func() {

@@ -56,12 +56,8 @@ func statID(path string) (fileID, error) {
 	return fileID{dev: uint64(st.Dev), ino: st.Ino}, nil
 }
 
-func newSocketKeeper(path string, gid uint32, l *net.UnixListener, srv *rpc.Server, logger *slog.Logger) (*socketKeeper, error) {
-	id, err := statID(path)
-	if err != nil {
-		return nil, fmt.Errorf("stat the socket: %w", err)
-	}
-	return &socketKeeper{path: path, gid: gid, srv: srv, logger: logger, errs: make(chan error, 1), cur: l, curFile: id}, nil
+func newSocketKeeper(path string, gid uint32, l *net.UnixListener, file fileID, srv *rpc.Server, logger *slog.Logger) *socketKeeper {
+	return &socketKeeper{path: path, gid: gid, srv: srv, logger: logger, errs: make(chan error, 1), cur: l, curFile: file}
 }
 
 // start serves the first listener.

@@ -116,3 +116,50 @@ func TestSocketKeeperLeavesForeignFile(t *testing.T) {
 	}
 	os.Remove(cfg.Socket)
 }
+
+// TestSocketDeletedBeforeServe: a socket file deleted between Open and
+// Serve is recreated like one deleted later. Serve used to take the file's
+// identity itself and fail on a missing one, leaving connections already
+// queued on the listener unanswered (a hang seen once in CI).
+func TestSocketDeletedBeforeServe(t *testing.T) {
+	needRoot(t)
+	cfg := testConfig(t)
+	d, err := Open(context.Background(), Options{Config: cfg})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	allowStandInInit(d)
+	queued, err := rpc.Dial(context.Background(), cfg.Socket) // accepted by the kernel, not yet served
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer queued.Close()
+	if err := os.Remove(cfg.Socket); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{d: d, cfg: cfg, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- d.Serve(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+
+	pctx, pcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer pcancel()
+	if err := queued.Call(pctx, rpc.MethodPing, nil, nil); err != nil {
+		t.Fatalf("ping on the connection queued before Serve: %v", err)
+	}
+	deadline := time.Now().Add(3 * socketCheckInterval)
+	for {
+		c, err := rpc.Dial(pctx, cfg.Socket)
+		if err == nil {
+			err = c.Call(pctx, rpc.MethodPing, nil, nil)
+			c.Close()
+		}
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the socket was not recreated: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
