@@ -103,7 +103,7 @@ func TestFirecrackerUnderJailer(t *testing.T) {
 	// A daemon restart adopts the jailed Firecracker (its API socket is in
 	// the jail); a stop after it still takes the jail with it.
 	e.daemon.Process.Signal(syscall.SIGTERM)
-	e.daemon.Wait()
+	e.waitDaemon()
 	e.startDaemon()
 	if got := e.handlesPID(id); got != pid {
 		t.Errorf("after a daemon restart the VMM is pid %d, want the same %d", got, pid)
@@ -130,7 +130,7 @@ func TestFirecrackerUnderJailer(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.daemon.Process.Signal(syscall.SIGTERM)
-	e.daemon.Wait()
+	e.waitDaemon()
 	e.startDaemon()
 	if got := e.handlesPID(id); got != pid {
 		t.Errorf("after a restart with another chroot base the VMM is pid %d, want the same %d", got, pid)
