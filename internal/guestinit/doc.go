@@ -58,10 +58,13 @@
 // An exec request whose command starts with "\x00argv\x00" followed by a
 // JSON array of strings runs that argv directly, with no shell (see
 // EncodeArgv); any other command runs as /bin/sh -c COMMAND. An argv whose
-// first element is /.banger/init runs a built-in: "untar DEST" (extract the
-// tar on stdin under DEST, refusing anything that would land outside it),
-// "tar SRC PATH..." (write a tar of the paths, relative to SRC, to stdout)
-// or "poweroff". These env requests are consumed by the server, not passed
+// first element is /.banger/init runs a built-in: "untar [--zstd] DEST"
+// (extract the tar on stdin, zstd-compressed with --zstd, under DEST,
+// refusing anything that would land outside it; four writers create the
+// files; a workspace's deletion list and git packs in transfer form are
+// applied), "tar SRC PATH..." (write a tar of the paths, relative to SRC,
+// to stdout), "authorize KEY", "features" (what untar understands beyond
+// plain tar: UntarFeatures) or "poweroff". These env requests are consumed by the server, not passed
 // on: BANGER_USER (name, uid, or either with ":group"; default: the SSH user
 // name when the guest knows it, else root), BANGER_WORKDIR (default: the
 // user's home, else /), BANGER_IMAGE_ENV=1.
