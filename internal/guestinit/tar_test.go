@@ -290,7 +290,14 @@ func TestTarBuiltinsOverSSH(t *testing.T) {
 	if got != (result{}) || readFile(t, filepath.Join(base, "in/zstd/dir/sub/file")) != "contents\n" {
 		t.Fatalf("untar --zstd: %+v", got)
 	}
-	for name, bad := range map[string][]byte{"corrupt": append([]byte("not zstd at all"), z...), "truncated": z[:len(z)/2]} {
+	var wide bytes.Buffer // a frame asking for a 32 MiB window
+	ww, err := zstd.NewWriter(&wide, zstd.WithWindowSize(32<<20), zstd.WithSingleSegment(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ww.Write(makeTar(t, file("zeros", strings.Repeat("\x00", 20<<20), 0o644))) // more than 16 MiB, so the window is kept
+	ww.Close()
+	for name, bad := range map[string][]byte{"corrupt": append([]byte("not zstd at all"), z...), "truncated": z[:len(z)/2], "too wide": wide.Bytes()} {
 		got = run(t, c, EncodeArgv([]string{InitPath, "untar", "--zstd", "in/" + name}), string(bad), "BANGER_WORKDIR="+base)
 		if got.code != 1 || !strings.Contains(got.stderr, "banger-init: untar:") {
 			t.Errorf("untar --zstd of a %s stream: %+v", name, got)
