@@ -1,10 +1,12 @@
 package guestinit
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -78,7 +80,7 @@ func runBuiltin(args []string, bio builtinIO) (code int, after func()) {
 			return fail(2, "usage: %s untar [--zstd] DEST", InitPath)
 		}
 		if err := extractTar(in, abs(args[1]), bio.uid, bio.gid); err != nil {
-			return fail(1, "untar: %v", err)
+			return fail(1, "untar: %v%s", err, spaceLeft(err, abs(args[1])))
 		}
 		return 0, nil
 	case BuiltinFeatures:
@@ -154,4 +156,18 @@ func runTool(args []string) int {
 		after()
 	}
 	return code
+}
+
+// spaceLeft says, for an error of a full file system, what is left on the
+// one holding dest: it may be inodes, not bytes, that ran out (a free
+// byte count alone then makes the error look wrong).
+func spaceLeft(err error, dest string) string {
+	if !errors.Is(err, syscall.ENOSPC) {
+		return ""
+	}
+	var st syscall.Statfs_t
+	if syscall.Statfs(dest, &st) != nil {
+		return ""
+	}
+	return fmt.Sprintf(" (%s has %d of %d inodes and %d MiB free)", dest, st.Ffree, st.Files, st.Bavail*uint64(st.Bsize)>>20)
 }
