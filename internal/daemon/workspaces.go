@@ -229,7 +229,7 @@ func (w *workspaceManager) prepareAs(ctx context.Context, peer rpc.PeerCred, p w
 // beyond plain tar (workspace.GuestFeaturesArgv). A VM's init is the one
 // its image was built with: an older one fails the question, and gets the
 // forms every init understands.
-func guestUntarFeatures(ctx context.Context, client *ssh.Client, argv []string) (workspace.PackOptions, error) {
+func guestUntarFeatures(_ context.Context, client *ssh.Client, argv []string) (workspace.PackOptions, error) {
 	var opt workspace.PackOptions
 	stdout := &system.HeadBuffer{Max: 1 << 10}
 	s, err := guest.Start(client, guest.Command{
