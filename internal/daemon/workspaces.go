@@ -55,7 +55,7 @@ type workspaceManager struct {
 	// guestTreeArgv is the guest command whose stdout is the workspace's
 	// tree on export (the guest init's tar built-in); tests put a hostile
 	// guest's stream there.
-	guestTreeArgv func(dest string) []string
+	guestTreeArgv func(dest string, guest workspace.PackOptions) []string
 }
 
 func newWorkspaceManager(d *Daemon) *workspaceManager {
@@ -249,6 +249,8 @@ func guestUntarFeatures(_ context.Context, client *ssh.Client, argv []string) (w
 			opt.GitPacks = true
 		case workspace.FeatureZstd:
 			opt.Zstd = true
+		case workspace.FeatureTarNoGit:
+			opt.TarNoGit = true
 		}
 	}
 	return opt, nil

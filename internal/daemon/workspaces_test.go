@@ -344,7 +344,7 @@ func TestWorkspaceExportRefusesHostileGuest(t *testing.T) {
 			}
 			// The fake guest runs commands on this host: cat stands in for
 			// a subverted init's tar.
-			e.d.workspaces.guestTreeArgv = func(string) []string { return []string{"/bin/cat", stream} }
+			e.d.workspaces.guestTreeArgv = func(string, workspace.PackOptions) []string { return []string{"/bin/cat", stream} }
 			var xr rpc.WorkspaceExportResult
 			err := e.c.Call(e.ctx(), rpc.MethodWorkspaceExport, rpc.WorkspaceExportParams{VM: vm.Name}, &xr)
 			if err == nil || !strings.Contains(err.Error(), "refused the guest's archive: entry") {

@@ -71,6 +71,10 @@ func (w *workspaceManager) exportAs(ctx context.Context, peer rpc.PeerCred, p rp
 		return res, err
 	}
 	defer hangUp()
+	features, err := guestUntarFeatures(ctx, client, workspace.GuestFeaturesArgv())
+	if err != nil {
+		return res, w.vmGone(ctx, vm.Name, err)
+	}
 
 	bundle, err := w.guestBundle(ctx, client, rec.GuestDest, rec.BaseCommit)
 	if err != nil {
@@ -84,7 +88,7 @@ func (w *workspaceManager) exportAs(ctx context.Context, peer rpc.PeerCred, p rp
 	pr, pw := io.Pipe()
 	gerr := &system.HeadBuffer{Max: 8 << 10}
 	s, err := guest.Start(client, guest.Command{
-		Command: guestinit.EncodeArgv(w.guestTreeArgv(rec.GuestDest)),
+		Command: guestinit.EncodeArgv(w.guestTreeArgv(rec.GuestDest, features)),
 		Stdout:  pw,
 		Stderr:  gerr,
 	})

@@ -24,8 +24,8 @@ func TestGuestUntarFeatures(t *testing.T) {
 	defer hangUp()
 
 	opt, err := guestUntarFeatures(e.ctx(), c, workspace.GuestFeaturesArgv())
-	if err != nil || !opt.GitPacks || !opt.Zstd {
-		t.Errorf("this init: %+v, %v; want GitPacks and Zstd", opt, err)
+	if err != nil || !opt.GitPacks || !opt.Zstd || !opt.TarNoGit {
+		t.Errorf("this init: %+v, %v; want GitPacks, Zstd and TarNoGit", opt, err)
 	}
 	old := []string{guestinit.InitPath, "no-such-built-in"} // what an older init answers
 	opt, err = guestUntarFeatures(e.ctx(), c, old)

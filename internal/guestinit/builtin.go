@@ -44,8 +44,9 @@ type builtinIO struct {
 // beyond plain tar and deletions (the features built-in prints it): a
 // workspace import uses a newer form only when the guest says so, since a
 // VM's init is the one its image was built with. "gitpack": git packs in
-// transfer form (GitPackRecord); "zstd": untar --zstd.
-const UntarFeatures = "gitpack zstd"
+// transfer form (GitPackRecord); "zstd": untar --zstd; "tar-no-git": tar
+// --no-git.
+const UntarFeatures = "gitpack zstd tar-no-git"
 
 // runBuiltin runs args (the argv after InitPath) and returns its exit
 // status, and what to do once that status has been reported.
@@ -87,10 +88,14 @@ func runBuiltin(args []string, bio builtinIO) (code int, after func()) {
 		fmt.Fprintln(bio.stdout, UntarFeatures)
 		return 0, nil
 	case BuiltinTar:
-		if len(args) < 3 {
-			return fail(2, "usage: %s tar SRC PATH...", InitPath)
+		noGit := len(args) > 1 && args[1] == "--no-git"
+		if noGit {
+			args = args[1:]
 		}
-		if err := writeTar(bio.stdout, abs(args[1]), args[2:]); err != nil {
+		if len(args) < 3 {
+			return fail(2, "usage: %s tar [--no-git] SRC PATH...", InitPath)
+		}
+		if err := writeTar(bio.stdout, abs(args[1]), args[2:], noGit); err != nil {
 			return fail(1, "tar: %v", err)
 		}
 		return 0, nil
@@ -122,7 +127,7 @@ func Untar(r io.Reader, dest string) error {
 // writeTar): the sending half of a workspace export, for tests outside the
 // guest.
 func Tar(w io.Writer, src string, paths ...string) error {
-	return writeTar(w, src, paths)
+	return writeTar(w, src, paths, false)
 }
 
 // startBuiltin runs a built-in in the init itself, on the channel.

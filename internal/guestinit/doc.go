@@ -62,8 +62,8 @@
 // (extract the tar on stdin, zstd-compressed with --zstd, under DEST,
 // refusing anything that would land outside it; four writers create the
 // files; a workspace's deletion list and git packs in transfer form are
-// applied), "tar SRC PATH..." (write a tar of the paths, relative to SRC,
-// to stdout), "authorize KEY", "features" (what untar understands beyond
+// applied), "tar [--no-git] SRC PATH..." (write a tar of the paths,
+// relative to SRC, to stdout; --no-git leaves out every .git), "authorize KEY", "features" (what untar understands beyond
 // plain tar: UntarFeatures) or "poweroff". These env requests are consumed by the server, not passed
 // on: BANGER_USER (name, uid, or either with ":group"; default: the SSH user
 // name when the guest knows it, else root), BANGER_WORKDIR (default: the

@@ -18,13 +18,13 @@ import (
 // must stay inside src); a file seen again through another hard link is
 // stored as a hard link. Owners are numeric. FIFOs, sockets and devices
 // are skipped. The path "." stores src's contents without src itself.
-func writeTar(w io.Writer, src string, paths []string) error {
+func writeTar(w io.Writer, src string, paths []string, noGit bool) error {
 	root, err := os.OpenRoot(src)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
-	t := &tarWriter{root: root, tw: tar.NewWriter(w), links: make(map[fileID]string)}
+	t := &tarWriter{root: root, tw: tar.NewWriter(w), links: make(map[fileID]string), noGit: noGit}
 	for _, p := range paths {
 		name, err := entryName(p)
 		if err != nil {
@@ -43,9 +43,13 @@ type tarWriter struct {
 	root  *os.Root
 	tw    *tar.Writer
 	links map[fileID]string // first name of each multiply-linked file
+	noGit bool              // leave out anything named .git, and what is below it
 }
 
 func (t *tarWriter) add(name string) error {
+	if t.noGit && path.Base(name) == ".git" {
+		return nil
+	}
 	fi, err := t.root.Lstat(name)
 	if err != nil {
 		return err

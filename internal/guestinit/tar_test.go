@@ -266,9 +266,36 @@ func TestTarBuiltinsOverSSH(t *testing.T) {
 	}
 	compareTrees(t, src, dst)
 
+	// tar --no-git leaves out every .git, directory or file, at any depth.
+	for _, p := range []string{".git/objects", "dir/sub/.git/HEAD"} {
+		if err := os.MkdirAll(filepath.Join(src, p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeTestFile(t, filepath.Join(src, "dir/.git"), "gitdir: ../.git/modules/dir\n")
+	got = run(t, c, EncodeArgv([]string{InitPath, "tar", "--no-git", src, "."}), "")
+	if got.code != 0 {
+		t.Fatalf("tar --no-git: %+v", got)
+	}
+	tr := tar.NewReader(strings.NewReader(got.stdout))
+	var names []string
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		names = append(names, h.Name)
+	}
+	if slices.ContainsFunc(names, func(n string) bool { return strings.Contains("/"+n, "/.git") }) || !slices.Contains(names, "dir/sub/file") {
+		t.Errorf("tar --no-git wrote %q", names)
+	}
+	for _, p := range []string{".git", "dir/sub/.git", "dir/.git"} {
+		os.RemoveAll(filepath.Join(src, p))
+	}
+
 	// untar in the "guest", relative DEST resolved against the workdir.
 	var stream bytes.Buffer
-	if err := writeTar(&stream, src, []string{"dir", "exe"}); err != nil {
+	if err := writeTar(&stream, src, []string{"dir", "exe"}, false); err != nil {
 		t.Fatal(err)
 	}
 	got = run(t, c, EncodeArgv([]string{InitPath, "untar", "in/guest"}), stream.String(), "BANGER_WORKDIR="+base)

@@ -104,7 +104,8 @@
 // # Export (workspace export)
 //
 // Export takes the guest's work tree as a tar (GuestTreeArgv: the guest
-// init's tar built-in, so it works without git in the image) and, when the
+// init's tar built-in, so it works without git in the image; without any
+// .git when the init can leave them out) and, when the
 // guest has git and committed, a bundle of its commits since the base
 // (GuestHeadArgv, GuestBundleArgv). It makes commits on top of the base:
 // the guest's commits as they are, then one commit for the work tree if it

@@ -27,10 +27,23 @@ const FeatureGitPack = "gitpack"
 // (GuestUntarArgv with Zstd).
 const FeatureZstd = "zstd"
 
+// FeatureTarNoGit: the guest's tar built-in takes --no-git
+// (GuestTreeArgv).
+const FeatureTarNoGit = "tar-no-git"
+
 // GuestTreeArgv is the guest command that writes the workspace at dest to
 // its stdout as a tar, Export's tree (the guest init's tar built-in: no
 // tar or git needed in the image).
-func GuestTreeArgv(dest string) []string { return []string{initPath, "tar", dest, "."} }
+//
+// With opt.TarNoGit the guest leaves out every .git (Export ignores them):
+// a checkout's history is most of its bytes, and its commits come in the
+// bundle.
+func GuestTreeArgv(dest string, opt PackOptions) []string {
+	if opt.TarNoGit {
+		return []string{initPath, "tar", "--no-git", dest, "."}
+	}
+	return []string{initPath, "tar", dest, "."}
+}
 
 // GuestHeadArgv prints the guest's HEAD commit (needs git in the guest; a
 // failure means no git, or no repository: export without a bundle).

@@ -55,6 +55,9 @@ type PackOptions struct {
 	// Zstd: the guest's untar reads a zstd-compressed stream (the pack
 	// helper compresses it; Pack itself writes plain tar).
 	Zstd bool
+	// TarNoGit: the guest's tar built-in leaves out .git (export's tree,
+	// GuestTreeArgv).
+	TarNoGit bool
 }
 
 // PackWith is Pack for a guest that understands what opt says.
