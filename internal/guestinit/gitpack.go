@@ -73,7 +73,10 @@ func newHashedFD(fd int) *hashedFD {
 		defer close(h.done)
 		for c := range h.chunks {
 			h.sum.Write(c)
-			h.free <- c[:0]
+			select {
+			case h.free <- c[:0]:
+			default: // enough spare buffers: let it go (a blocking send deadlocked Sum)
+			}
 		}
 	}()
 	return h

@@ -6,12 +6,14 @@ import (
 	"crypto/sha1"
 	"encoding/binary"
 	"fmt"
+	"hash"
 	"hash/adler32"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // transfer builds a transfer form (see GitPackRecord) from records.
@@ -188,4 +190,45 @@ func TestGitPackRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHashedFD: the hash of many chunks written quickly is right, and Sum
+// returns (with a blocking return of spare buffers, the hashing goroutine
+// could wait forever for a writer that had stopped).
+func TestHashedFD(t *testing.T) {
+	// /dev/null: the writer runs ahead of the hashing, as it can in a guest.
+	f, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := newHashedFD(int(f.Fd()))
+	h.sum = slowHash{h.sum} // the writer runs ahead, as under emulation; set before any chunk
+	want := sha1.New()
+	chunk := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB
+	for i := range 32 {
+		chunk[0] = byte(i)
+		want.Write(chunk)
+		if _, err := h.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make(chan [20]byte, 1)
+	go func() { got <- h.Sum() }()
+	select {
+	case sum := <-got:
+		if !bytes.Equal(sum[:], want.Sum(nil)) {
+			t.Errorf("hash %x, want %x", sum, want.Sum(nil))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Sum did not return")
+	}
+}
+
+// slowHash is a hash that takes its time.
+type slowHash struct{ hash.Hash }
+
+func (s slowHash) Write(b []byte) (int, error) {
+	time.Sleep(5 * time.Millisecond)
+	return s.Hash.Write(b)
 }
