@@ -1,6 +1,7 @@
 package guestinit
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -132,9 +133,13 @@ func Tar(w io.Writer, src string, paths ...string) error {
 
 // startBuiltin runs a built-in in the init itself, on the channel.
 func (sess *session) startBuiltin(c *command) *job {
+	// Buffered: each write to the channel is an SSH packet, and the tar
+	// built-in writes a header and a small file at a time (20,000 files
+	// took 29 s to send instead of ~9 under emulation).
+	stdout := bufio.NewWriterSize(sess.ch, 64<<10)
 	bio := builtinIO{
 		stdin:    sess.ch,
-		stdout:   sess.ch,
+		stdout:   stdout,
 		stderr:   sess.ch.Stderr(),
 		dir:      c.dir,
 		uid:      int(c.user.UID),
@@ -144,6 +149,9 @@ func (sess *session) startBuiltin(c *command) *job {
 	}
 	return &job{wait: func() exitResult {
 		code, after := runBuiltin(c.argv[1:], bio)
+		if err := stdout.Flush(); err != nil && code == 0 {
+			code = 1 // the reader went away; nothing more can be said to it
+		}
 		return exitResult{code: code, after: after}
 	}}
 }
