@@ -23,9 +23,10 @@ import (
 
 // GitPackRecord is the PAX record marking a git pack in transfer form (the
 // workspace package writes it under the same key; its doc has the format):
-// the pack's entries as they are, except whole blobs whose content is a
-// work-tree file of the same archive, which come as a reference to that
-// file. gitPack rebuilds the pack from it and writes its index.
+// the pack's entries as they are, except those (whole or delta) whose
+// object is a work-tree file of the same archive, which come as a
+// reference to that file and are stored whole. gitPack rebuilds the pack
+// from it and writes its index.
 const GitPackRecord = "BANGER.gitpack"
 
 // Limits on what a transfer form may ask for.

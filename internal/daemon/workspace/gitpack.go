@@ -21,9 +21,9 @@ import (
 // a git pack in transfer form rather than a file: the guest init rebuilds
 // the pack, and writes its index, from it (guestinit.GitPackRecord is the
 // same key). The transfer form is the pack's entries in order, each either
-// as it is in the host's pack or, for a whole blob whose content is a
-// work-tree file sent earlier in the same archive, a reference to that
-// file:
+// as it is in the host's pack or, for an entry (whole or delta) whose
+// object is a blob with the content of a work-tree file sent earlier in
+// the same archive, a reference to that file:
 //
 //	'H' header[12]                              the pack's header
 //	'R' sha[20] uvarint(n) entry[n]             an entry as it is
@@ -85,8 +85,9 @@ type packPlan struct {
 }
 
 // planPack reads the index of the pack at rel (".pack") in root and
-// decides, from the entries' types, which are whole blobs the archive
-// already carries as files. It returns nil, nil when the pack is better
+// decides, from the object names (and a whole blob's size), which entries
+// are blobs the archive already carries as files. It returns nil, nil
+// when the pack is better
 // sent as it is: no such blob, an index other than version 2, more than
 // maxPlannedObjects objects, or a pack and index that do not belong
 // together (the pack is then sent verbatim, with its index).
