@@ -228,15 +228,15 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	bgDone := make(chan struct{}, 3)
 	go func() {
 		defer func() { bgDone <- struct{}{} }()
-		keeper.loop(ctx, socketCheckInterval)
+		every(ctx, socketCheckInterval, func(time.Time) { keeper.tick(ctx) })
 	}()
 	go func() {
 		defer func() { bgDone <- struct{}{} }()
-		d.sweepLoop(ctx)
+		every(ctx, 30*time.Second, func(now time.Time) { d.sweep(ctx, now) })
 	}()
 	go func() {
 		defer func() { bgDone <- struct{}{} }()
-		d.vms.reconcileLoop(ctx, d.config.ReconcileInterval.Std())
+		every(ctx, d.config.ReconcileInterval.Std(), func(time.Time) { d.vms.reconcilePass(ctx) })
 	}()
 	d.logger.Info("daemon ready", "socket", d.config.Socket)
 
@@ -267,19 +267,25 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	return err
 }
 
-// sweepLoop expires finished operations from memory and the store.
-func (d *Daemon) sweepLoop(ctx context.Context) {
-	t := time.NewTicker(30 * time.Second)
+// sweep expires finished operations from memory and the store.
+func (d *Daemon) sweep(ctx context.Context, now time.Time) {
+	d.ops.Sweep(now)
+	if _, err := d.store.DeleteOperationsFinishedBefore(ctx, now.Add(-d.config.OpRetention.Std())); err != nil && ctx.Err() == nil {
+		d.logger.Warn("expire finished operations", "err", err)
+	}
+}
+
+// every calls fn at each tick of interval until ctx ends: the daemon's
+// background loops (socket check, sweep, reconciler).
+func every(ctx context.Context, interval time.Duration, fn func(now time.Time)) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			d.ops.Sweep(now)
-			if _, err := d.store.DeleteOperationsFinishedBefore(ctx, now.Add(-d.config.OpRetention.Std())); err != nil && ctx.Err() == nil {
-				d.logger.Warn("expire finished operations", "err", err)
-			}
+			fn(now)
 		}
 	}
 }

@@ -81,19 +81,11 @@ func (k *socketKeeper) serve(l *net.UnixListener) {
 	}()
 }
 
-// loop checks the socket file every interval until ctx ends.
-func (k *socketKeeper) loop(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := k.check(ctx); err != nil && ctx.Err() == nil {
-				k.logger.Error("the socket file is gone and could not be recreated", "socket", k.path, "err", err)
-			}
-		}
+// tick checks the socket file once (Serve runs it every
+// socketCheckInterval).
+func (k *socketKeeper) tick(ctx context.Context) {
+	if err := k.check(ctx); err != nil && ctx.Err() == nil {
+		k.logger.Error("the socket file is gone and could not be recreated", "socket", k.path, "err", err)
 	}
 }
 

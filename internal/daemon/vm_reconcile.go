@@ -2,25 +2,10 @@ package daemon
 
 import (
 	"context"
-	"time"
 
 	"banger/internal/rpc"
 	"banger/internal/store"
 )
-
-// reconcileLoop runs a reconciler pass every interval until ctx ends.
-func (m *vmManager) reconcileLoop(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			m.reconcilePass(ctx)
-		}
-	}
-}
 
 // reconcilePass is one pass of the background reconciler:
 //
