@@ -151,9 +151,13 @@ func newEnv(t *testing.T, extraConfig string) *env {
 }
 
 // run runs the CLI and returns stdout, stderr and the exit status.
-func (e *env) run(args ...string) (string, string, int) {
+func (e *env) run(args ...string) (string, string, int) { return e.runIn("", args...) }
+
+// runIn runs the CLI in dir ("": the test's own working directory).
+func (e *env) runIn(dir string, args ...string) (string, string, int) {
 	var out, errb bytes.Buffer
 	cmd := exec.Command(e.bin, append(append([]string{}, e.args...), args...)...)
+	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	code := 0

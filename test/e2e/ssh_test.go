@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"banger/internal/testing/guestkernel"
 )
 
 // TestSSHConfigAndProxy: the system ssh client reaches a guest through
@@ -19,13 +17,8 @@ func TestSSHConfigAndProxy(t *testing.T) {
 		t.Skip("no ssh client (Debian package openssh-client)")
 	}
 	e := newEnv(t, "vmm = \"qemu\"\n")
-	e.setupImages()
-	tree := filepath.Join(e.dir, "busybox")
-	if out, err := exec.Command("bash", filepath.Join(guestkernel.RepoRoot(t), "scripts", "base-image.sh"), tree).CombinedOutput(); err != nil {
-		t.Fatalf("base-image.sh: %v\n%s", err, out)
-	}
-	e.ok("image", "import", tree, "--name", "busybox")
-	e.ok("create", "--image", "busybox", "--name", "sigma")
+	e.setupGitImage() // the README's base image: busybox (and git)
+	e.ok("create", "--image", "gitimg", "--name", "sigma")
 
 	key := filepath.Join(e.dir, "id")
 	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {

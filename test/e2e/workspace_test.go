@@ -25,22 +25,6 @@ func (e *env) setupGitImage() {
 	e.ok("image", "import", tree, "--name", "gitimg")
 }
 
-// runIn runs the CLI in dir.
-func (e *env) runIn(dir string, args ...string) (string, string, int) {
-	var out, errb bytes.Buffer
-	cmd := exec.Command(e.bin, append(append([]string{}, e.args...), args...)...)
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		e.t.Fatalf("run banger %v: %v", args, err)
-	}
-	return out.String(), errb.String(), code
-}
-
 // hostGit runs git on the host with no user config and no optional locks
 // (a status must not refresh the index: the test compares it).
 func hostGit(t *testing.T, dir string, args ...string) string {
