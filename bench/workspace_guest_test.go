@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"banger/internal/daemon/workspace"
-	"banger/internal/testing/guestkernel"
 )
 
 // BenchmarkWorkspaceGuest measures a real workspace import into a running
@@ -44,15 +43,7 @@ func BenchmarkWorkspaceGuest(b *testing.B) {
 	}
 	g := workspace.ExecGit{Env: []string{"GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=" + os.DevNull,
 		"GIT_AUTHOR_NAME=b", "GIT_AUTHOR_EMAIL=b@b", "GIT_COMMITTER_NAME=b", "GIT_COMMITTER_EMAIL=b@b"}}
-	bin := bangerBinary(b)
-	kdir := guestkernel.Dir(b)
-	d := startNetnsDaemon(b, bin)
-	d.ok("kernel", "import", filepath.Join(kdir, "vmlinux"), "--initrd", filepath.Join(kdir, "initrd"), "--name", "k", "--default")
-	tree := filepath.Join(d.dir, "tree")
-	if out, err := exec.Command("bash", filepath.Join(guestkernel.RepoRoot(b), "scripts", "base-image.sh"), tree).CombinedOutput(); err != nil {
-		b.Fatalf("base-image.sh: %v\n%s", err, out)
-	}
-	d.ok("image", "import", tree, "--name", "busybox")
+	d, _ := busyboxDaemon(b, "") // its bench-init is unused here
 	repo, files := benchCheckout(b, g)
 
 	var first, baseline, incr time.Duration
