@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"regexp"
 	"slices"
 	"strings"
@@ -313,8 +312,9 @@ func packSibling(name string) string {
 	return ""
 }
 
-// isGitPath says whether an archive name is inside a git directory (the
-// top .git or a submodule's), which Pack writes after the work tree.
+// isGitPath says whether an archive name is a .git or inside one (the top
+// one or a submodule's): Pack writes those after the work tree, and
+// Export's receiver ignores them.
 func isGitPath(name string) bool {
-	return name == ".git" || strings.HasPrefix(name, ".git/") || strings.Contains(name, "/.git/") || path.Base(name) == ".git"
+	return slices.Contains(strings.Split(name, "/"), ".git")
 }

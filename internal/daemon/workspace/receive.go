@@ -168,12 +168,7 @@ func (x *receiver) entry(hdr *tar.Header, body io.Reader) error {
 
 // skipped: inside a .git directory, or a name the caller skips.
 func (x *receiver) skipped(name string) bool {
-	for _, part := range strings.Split(name, "/") {
-		if part == ".git" {
-			return true
-		}
-	}
-	return x.skip != nil && x.skip(name)
+	return isGitPath(name) || x.skip != nil && x.skip(name)
 }
 
 // checkName cleans a member name, refusing empty, absolute, over-long,
