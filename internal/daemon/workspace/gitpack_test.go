@@ -120,24 +120,36 @@ func TestPackRebuildsGitPack(t *testing.T) {
 	}
 }
 
-// packEntrySize is the size of name's entry in a tar stream.
+// packEntrySize is the size of name's entry in a tar stream, which must
+// carry GitPackRecord.
 func packEntrySize(t *testing.T, b []byte, name string) int64 {
 	t.Helper()
-	tr := tar.NewReader(bytes.NewReader(b))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			t.Fatalf("%s not in the stream", name)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, h := range tarHeaders(t, b) {
 		if h.Name == name {
 			if h.PAXRecords[GitPackRecord] != "1" {
 				t.Errorf("%s sent without %s", name, GitPackRecord)
 			}
 			return h.Size
 		}
+	}
+	t.Fatalf("%s not in the stream", name)
+	return 0
+}
+
+// tarHeaders lists a tar stream's headers.
+func tarHeaders(t *testing.T, b []byte) []*tar.Header {
+	t.Helper()
+	var hs []*tar.Header
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return hs
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, h)
 	}
 }
 
@@ -158,16 +170,8 @@ func TestPackWithoutGitPacks(t *testing.T) {
 	if m.Stats.PacksRebuilt != 0 {
 		t.Errorf("stats %+v, want no pack rebuilt", m.Stats)
 	}
-	tr := tar.NewReader(bytes.NewReader(buf.Bytes()))
 	var packs []string
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, h := range tarHeaders(t, buf.Bytes()) {
 		if h.PAXRecords[GitPackRecord] != "" {
 			t.Errorf("%s sent in transfer form", h.Name)
 		}
