@@ -69,8 +69,9 @@
 //     into the pack zlib-stored, re-encodes OFS_DELTA distances, and
 //     computes the index and checksum (the object names come from the
 //     host, the content from the file, checked by its Adler-32). The
-//     20,000-file checkout of bench/ sends 127 MB instead of 208 MB. The
-//     pack keeps its host name, so the manifest and incremental imports
+//     20,000-file checkout of bench/ makes a 127 MB archive instead of
+//     208 MB (57 MB on the wire with zstd). The pack keeps its host
+//     name, so the manifest and incremental imports
 //     see the host's files; a pack's index is never sent beside a
 //     rebuilt pack (an index sent again brings its pack with it).
 //     Reverse indexes, bitmaps and the multi-pack index are not sent:
